@@ -1,0 +1,48 @@
+"""Assembles the Bolt app: Slack client pointed at SLACK_API_URL, services in the context, listeners."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from slack_bolt import App, BoltContext
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+import handlers
+from bot.settings import Settings
+from handlers.services import CONTEXT_KEY, Services
+
+log = logging.getLogger(__name__)
+
+
+def build_bolt_app(settings: Settings, services: Services, *, executor: Executor) -> App:
+    settings.require_slack()
+    assert settings.slack_bot_token is not None  # require_slack() said so
+    token = settings.slack_bot_token.get_secret_value()
+    client = WebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)],
+    )
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = App(
+        client=client,
+        signing_secret=secret,
+        # Socket Mode has no signature to check; HTTP always does.
+        request_verification_enabled=not settings.socket_mode,
+        listener_executor=executor,
+        logger=logging.getLogger("ember.bolt"),
+    )
+    app.use(_inject(services))
+    handlers.register(app)
+    return app
+
+
+def _inject(services: Services) -> Callable[[BoltContext, Callable[[], None]], None]:
+    def inject_services(context: BoltContext, next: Callable[[], None]) -> None:
+        context[CONTEXT_KEY] = services
+        next()
+
+    return inject_services

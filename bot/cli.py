@@ -1,0 +1,118 @@
+"""`ember`: run the bot, ask one question, chat in the terminal, or upgrade the database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+
+from bot.settings import Settings, SettingsError, load_settings
+from db.repo import Conversation
+from handlers.qa import QAHandler, Question
+
+TERMINAL_WORKSPACE = "local"
+TERMINAL_CHANNEL = "terminal"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+        return int(args.func(settings, args))
+    except SettingsError as exc:
+        print(f"ember: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except _UserError as exc:
+        print(f"ember: {exc}", file=sys.stderr)
+        return 2
+
+
+class _UserError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ember", description="Ember, a self-hosted Slack assistant.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="serve Slack (HTTP on EMBER_HOST:EMBER_PORT, or Socket Mode)")
+    run.set_defaults(func=_run)
+    ask = sub.add_parser("ask", help="answer one question through the same QA path, without Slack")
+    ask.add_argument("question")
+    ask.set_defaults(func=_ask)
+    chat = sub.add_parser("chat", help="a terminal conversation with memory")
+    chat.add_argument("--resume", metavar="ID", help="continue an earlier conversation")
+    chat.set_defaults(func=_chat)
+    database = sub.add_parser("db", help="database maintenance")
+    database_sub = database.add_subparsers(required=True, metavar="ACTION")
+    upgrade = database_sub.add_parser("upgrade", help="apply database migrations")
+    upgrade.set_defaults(func=_db_upgrade)
+    return parser
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.runtime import Ember
+
+    settings.require_slack()
+    Ember.build(settings).serve()
+    return 0
+
+
+def _terminal_qa(settings: Settings) -> QAHandler:
+    from bot.runtime import build_qa, load_engine, open_database
+    from models.loading import ModelError
+
+    database = open_database(settings)
+    try:
+        engine = load_engine(settings)
+    except ModelError as exc:
+        raise _UserError(str(exc)) from exc
+    return build_qa(settings, database, engine)
+
+
+def _ask_once(qa: QAHandler, conversation: Conversation, text: str) -> str:
+    question = Question(conversation=conversation, user_id="terminal", text=text, source="cli")
+    answer = qa.answer(question)
+    qa.remember(question, answer, answer_ts=None)
+    return answer.text
+
+
+def _ask(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.question.strip():
+        raise _UserError('nothing to ask: ember ask "your question"')
+    qa = _terminal_qa(settings)
+    conversation = Conversation(TERMINAL_WORKSPACE, TERMINAL_CHANNEL, "terminal", uuid.uuid4().hex)
+    print(_ask_once(qa, conversation, args.question))
+    return 0
+
+
+def _chat(settings: Settings, args: argparse.Namespace) -> int:
+    qa = _terminal_qa(settings)
+    conversation_id = args.resume or uuid.uuid4().hex[:12]
+    conversation = Conversation(TERMINAL_WORKSPACE, TERMINAL_CHANNEL, "terminal", conversation_id)
+    print(
+        f"Ember ({qa.engine.version}). Conversation {conversation_id}; resume it with "
+        f"`ember chat --resume {conversation_id}`. Ctrl-D or 'exit' to leave."
+    )
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line in ("exit", "quit"):
+            return 0
+        if line:
+            print(f"ember> {_ask_once(qa, conversation, line)}")
+
+
+def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.runtime import open_database
+
+    open_database(settings).close()
+    print(f"database is up to date: {settings.resolved_database_url}")
+    return 0

@@ -1,0 +1,111 @@
+"""One place builds everything: settings -> database -> engine -> QA handler -> Bolt app -> transport.
+
+`Ember.build(settings)` returns a running-ready application; `start()` serves in the background,
+`serve()` serves until SIGINT/SIGTERM, `stop()` lets answers in flight finish and frees the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.app import build_bolt_app
+from bot.server import EmberWSGI, HttpServer
+from bot.settings import Settings
+from db import Database
+from handlers.qa import QAHandler
+from handlers.services import Services
+from models import loading
+from models.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def open_database(settings: Settings) -> Database:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.resolved_database_url)
+    database.upgrade()
+    return database
+
+
+def load_engine(settings: Settings) -> Engine:
+    source = loading.resolve(settings.model, settings.data_dir)
+    return Engine.load(source, device=settings.device, max_context_tokens=settings.max_context_tokens)
+
+
+def build_qa(settings: Settings, database: Database, engine: Engine) -> QAHandler:
+    return QAHandler(
+        db=database, engine=engine, system_prompt=settings.system_prompt, max_new_tokens=settings.max_new_tokens
+    )
+
+
+@dataclass
+class Ember:
+    settings: Settings
+    db: Database
+    engine: Engine
+    services: Services
+    http: HttpServer
+    executor: ThreadPoolExecutor
+    socket_handler: Any = None
+    owns_engine: bool = True
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, *, engine: Engine | None = None) -> Ember:
+        settings.require_slack()
+        database = open_database(settings)
+        owns_engine = engine is None
+        engine = engine or load_engine(settings)
+        services = Services(db=database, qa=build_qa(settings, database, engine))
+        executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
+        bolt = build_bolt_app(settings, services, executor=executor)
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        # In Socket Mode Slack's requests come over the socket; HTTP still serves /healthz.
+        wsgi = EmberWSGI(None if settings.socket_mode else bolt, secret, health=lambda: _health(engine))
+        http = HttpServer(wsgi, host=settings.host, port=settings.port)
+        socket_handler = None
+        if settings.socket_mode:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            assert settings.slack_app_token is not None
+            socket_handler = SocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
+        return cls(settings, database, engine, services, http, executor, socket_handler, owns_engine)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http.host}:{self.http.port}"
+
+    def start(self) -> None:
+        self.http.start()
+        if self.socket_handler is not None:
+            self.socket_handler.connect()
+            log.info("connected to Slack over Socket Mode")
+
+    def serve(self) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down cleanly."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self._stopped.set())
+        self.start()
+        log.info("Ember is up: model %s, %s", self.engine.version, "Socket Mode" if self.socket_handler else self.url)
+        self._stopped.wait()
+        self.stop()
+
+    def stop(self) -> None:
+        if self.socket_handler is not None:
+            self.socket_handler.close()
+        self.http.stop()
+        # Questions already taken on are answered before the model goes away.
+        self.executor.shutdown(wait=True)
+        if self.owns_engine:
+            self.engine.close()
+        self.db.close()
+        log.info("Ember stopped")
+
+
+def _health(engine: Engine) -> dict[str, Any]:
+    return {"status": "ok", "model_version": engine.version, "queue_depth": engine.queue_depth}

@@ -1,0 +1,134 @@
+"""Ember's settings, read from the environment (and a `.env` file) once, at start-up.
+
+Slack's own variable names are kept for Slack tokens; everything else is `EMBER_*`.
+A bad or missing setting stops start-up with a message naming the variable and what to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_API_DEFAULT = "https://slack.com/api/"
+
+# What to tell the user for each field when its value is unusable.
+_HINTS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "your bot token from the Slack app's OAuth page (starts with xoxb-)",
+    "SLACK_SIGNING_SECRET": "the signing secret from the Slack app's Basic Information page",
+    "SLACK_APP_TOKEN": "an app-level token with connections:write (starts with xapp-), or leave it unset for HTTP",
+    "SLACK_API_URL": "the base URL of Slack's Web API, e.g. https://slack.com/api/",
+    "EMBER_HOST": "the interface to listen on, e.g. 127.0.0.1 or 0.0.0.0",
+    "EMBER_PORT": "a TCP port between 1 and 65535 (0 picks a free one)",
+    "EMBER_DATA_DIR": "a writable directory for the database and converted models",
+    "EMBER_DATABASE_URL": "a SQLAlchemy URL, e.g. sqlite:////var/lib/ember/ember.db or postgresql+psycopg://...",
+    "EMBER_MODEL": "'default' (the packaged SmolLM2-135M-Instruct), a Hugging Face hub id, or a local directory",
+    "EMBER_DEVICE": "one of auto, cpu, cuda",
+    "EMBER_MAX_NEW_TOKENS": "a positive whole number of tokens per answer, e.g. 256",
+    "EMBER_MAX_CONTEXT_TOKENS": "a positive whole number, or 0 for the model's own context length",
+    "EMBER_WORKERS": "a positive whole number of concurrent answer workers",
+}
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message says which and what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default=SLACK_API_DEFAULT, validation_alias="SLACK_API_URL")
+
+    host: str = Field(default="127.0.0.1", validation_alias="EMBER_HOST")
+    port: int = Field(default=3000, ge=0, le=65535, validation_alias="EMBER_PORT")
+    data_dir: Path = Field(default=Path("data"), validation_alias="EMBER_DATA_DIR")
+    database_url: str | None = Field(default=None, validation_alias="EMBER_DATABASE_URL")
+
+    model: str = Field(default="default", validation_alias="EMBER_MODEL")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", validation_alias="EMBER_DEVICE")
+    system_prompt: str = Field(
+        default=(
+            "You are Ember, a helpful assistant for a team in Slack. Answer clearly and briefly. "
+            "If you do not know, say so."
+        ),
+        validation_alias="EMBER_SYSTEM_PROMPT",
+    )
+    max_new_tokens: int = Field(default=256, gt=0, validation_alias="EMBER_MAX_NEW_TOKENS")
+    max_context_tokens: int = Field(default=0, ge=0, validation_alias="EMBER_MAX_CONTEXT_TOKENS")
+    workers: int = Field(default=4, gt=0, validation_alias="EMBER_WORKERS")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias=AliasChoices("EMBER_LOG_LEVEL")
+    )
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must start with xapp-")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ember.db').resolve()}"
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def require_slack(self) -> None:
+        """Serving Slack needs its tokens; `ember ask` and `ember chat` do not."""
+        missing = ["SLACK_BOT_TOKEN"] if self.slack_bot_token is None else []
+        if self.slack_signing_secret is None and not self.socket_mode:
+            missing.append("SLACK_SIGNING_SECRET")
+        if missing:
+            raise SettingsError("\n".join(f"{name} is not set: set it to {_HINTS[name]}." for name in missing))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's errors into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = _env_name(field)
+        given = error.get("input")
+        shown = "" if "TOKEN" in name or "SECRET" in name else f" (got {given!r})"
+        lines.append(f"{name} is invalid{shown}: {error['msg']}. Set it to {_HINTS.get(name, 'a valid value')}.")
+    return "\n".join(lines)
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field.upper()

@@ -1,0 +1,9 @@
+"""Ember's memory: a typed SQLAlchemy 2.x schema, sessions, repository functions, Alembic migrations.
+
+Importing this package never imports torch.
+"""
+
+from db.schema import Base, HandledEvent, Turn
+from db.session import Database, upgrade
+
+__all__ = ["Base", "Database", "HandledEvent", "Turn", "upgrade"]

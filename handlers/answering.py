@@ -1,0 +1,111 @@
+"""The one path every Slack surface takes once it has a question: context, answer, post, remember.
+
+It runs off the ack path (Bolt acks first, then calls the listener in its executor), claims the
+Slack event so a redelivery never answers twice, and tells the asker when something broke.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from db.repo import Conversation, claim_event, finish_event
+from handlers.qa import Question, ThreadMessage
+from handlers.services import Services
+from handlers.text import clip_for_slack, strip_mention
+
+log = logging.getLogger(__name__)
+
+FAILURE_REPLY = "Sorry, something went wrong while I was answering. Please try again in a moment."
+THREAD_FETCH_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class SlackAsk:
+    """A question as it arrived from Slack, before Ember looked anything up."""
+
+    workspace_id: str
+    channel_id: str
+    channel_type: str
+    user_id: str
+    text: str
+    ts: str | None
+    # Where to answer; None answers top-level (a DM that is not in a thread).
+    reply_thread_ts: str | None
+    source: str
+    event_id: str | None = None
+
+
+def answer_and_post(services: Services, client: WebClient, ask: SlackAsk, *, bot_user_id: str | None) -> None:
+    if ask.event_id and not _claim(services, ask.event_id):
+        log.info("event %s is already answered or being answered; not answering again", ask.event_id)
+        return
+    try:
+        question = Question(
+            conversation=Conversation(ask.workspace_id, ask.channel_id, ask.channel_type, ask.reply_thread_ts),
+            user_id=ask.user_id,
+            text=ask.text,
+            source=ask.source,
+            question_ts=ask.ts,
+            thread=fetch_thread(client, ask, bot_user_id=bot_user_id),
+        )
+        answer = services.qa.answer(question)
+        posted = client.chat_postMessage(
+            channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=clip_for_slack(answer.text)
+        )
+        services.qa.remember(question, answer, answer_ts=posted.get("ts"))
+    except Exception:
+        log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
+        _finish(services, ask.event_id, ok=False)
+        _tell_failure(client, ask)
+        return
+    _finish(services, ask.event_id, ok=True)
+
+
+def fetch_thread(client: WebClient, ask: SlackAsk, *, bot_user_id: str | None) -> list[ThreadMessage]:
+    """The thread's earlier messages, from Slack; an empty list if Slack will not say."""
+    if ask.reply_thread_ts is None or ask.reply_thread_ts == ask.ts:
+        return []
+    try:
+        response = client.conversations_replies(
+            channel=ask.channel_id, ts=ask.reply_thread_ts, limit=THREAD_FETCH_LIMIT
+        )
+    except SlackApiError as exc:
+        log.warning("conversations.replies failed: %s; answering from stored turns only", exc.response.get("error"))
+        return []
+    messages: list[dict[str, Any]] = response.get("messages") or []
+    return [
+        ThreadMessage(
+            ts=str(message.get("ts", "")),
+            user_id=message.get("user"),
+            text=strip_mention(str(message.get("text", "")), bot_user_id),
+            from_ember=bool(bot_user_id) and message.get("user") == bot_user_id,
+        )
+        for message in messages
+    ]
+
+
+def _claim(services: Services, event_id: str) -> bool:
+    with services.db.session() as session:
+        return claim_event(session, event_id=event_id, lease=services.event_lease)
+
+
+def _finish(services: Services, event_id: str | None, *, ok: bool) -> None:
+    if event_id is None:
+        return
+    try:
+        with services.db.session() as session:
+            finish_event(session, event_id=event_id, ok=ok)
+    except Exception:
+        log.exception("could not record the outcome of event %s", event_id)
+
+
+def _tell_failure(client: WebClient, ask: SlackAsk) -> None:
+    try:
+        client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=FAILURE_REPLY)
+    except SlackApiError:
+        log.exception("could not tell %s that answering failed", ask.user_id)

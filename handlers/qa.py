@@ -1,0 +1,172 @@
+"""The QA handler: from a question and where it was asked to an answer, with no Slack in sight.
+
+Slack listeners, `ember ask` and `ember chat` all come through here, so every surface builds the
+same context, fits the same budget and remembers the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from db import Database
+from db.repo import Conversation, conversation_turns, record_turn
+from db.schema import Turn, utcnow
+
+EMPTY_ANSWER = "I don't have an answer to that. Could you rephrase the question?"
+HISTORY_TURNS = 20
+
+
+class FittedPromptLike(Protocol):
+    @property
+    def question_cut(self) -> bool: ...
+    @property
+    def question_chars(self) -> int: ...
+    @property
+    def question_chars_kept(self) -> int: ...
+
+
+class CompletionLike(Protocol):
+    @property
+    def text(self) -> str: ...
+    @property
+    def model_version(self) -> str: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def prompt(self) -> FittedPromptLike: ...
+
+
+class TextEngine(Protocol):
+    """What the QA handler needs from an engine (models.engine.Engine is one)."""
+
+    version: str
+
+    def generate(self, messages: Sequence[dict[str, str]], *, max_new_tokens: int) -> CompletionLike: ...
+
+
+@dataclass(frozen=True)
+class ThreadMessage:
+    """A message already in the conversation on Slack's side (other people's replies included)."""
+
+    ts: str
+    user_id: str | None
+    text: str
+    from_ember: bool
+
+
+@dataclass(frozen=True)
+class Question:
+    conversation: Conversation
+    user_id: str
+    text: str
+    source: str
+    question_ts: str | None = None
+    thread: Sequence[ThreadMessage] = ()
+    asked_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    model_version: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+class QAHandler:
+    def __init__(self, *, db: Database, engine: TextEngine, system_prompt: str, max_new_tokens: int) -> None:
+        self.db = db
+        self.engine = engine
+        self.system_prompt = system_prompt
+        self.max_new_tokens = max_new_tokens
+
+    def answer(self, question: Question) -> Answer:
+        started = time.perf_counter()
+        messages = self.build_messages(question)
+        completion = self.engine.generate(messages, max_new_tokens=self.max_new_tokens)
+        text = completion.text.strip() or EMPTY_ANSWER
+        prompt = completion.prompt
+        if prompt.question_cut:
+            text += (
+                f"\n\n_(Your message was {prompt.question_chars:,} characters, more than I can read at once; "
+                f"I answered the first {prompt.question_chars_kept:,}.)_"
+            )
+        return Answer(
+            text=text,
+            model_version=completion.model_version,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+        )
+
+    def build_messages(self, question: Question) -> list[dict[str, str]]:
+        """System prompt, then the conversation so far (stored turns and Slack's thread), then the question."""
+        with self.db.session() as session:
+            turns = conversation_turns(session, conversation=question.conversation, limit=HISTORY_TURNS)
+        history = _merge_history(turns, question.thread, skip_ts=question.question_ts)
+        return [
+            {"role": "system", "content": self.system_prompt},
+            *history,
+            {"role": "user", "content": question.text},
+        ]
+
+    def remember(self, question: Question, answer: Answer, *, answer_ts: str | None) -> Turn:
+        with self.db.session() as session:
+            return record_turn(
+                session,
+                conversation=question.conversation,
+                user_id=question.user_id,
+                source=question.source,
+                question=question.text,
+                question_ts=question.question_ts,
+                answer=answer.text,
+                answer_ts=answer_ts,
+                model_version=answer.model_version,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms,
+                asked_at=question.asked_at,
+            )
+
+
+def _merge_history(
+    turns: Sequence[Turn], thread: Sequence[ThreadMessage], *, skip_ts: str | None
+) -> list[dict[str, str]]:
+    """Interleave stored turns with Slack messages the turns do not already cover, oldest first.
+
+    Stored turns are the memory (they survive Slack's history limits and restarts); Slack's thread
+    adds what other people said in between.
+    """
+    timed: list[tuple[float, int, dict[str, str]]] = []
+    covered = {ts for turn in turns for ts in (turn.question_ts, turn.answer_ts) if ts}
+    for turn in turns:
+        at = _ts(turn.question_ts) if turn.question_ts else _epoch(turn.asked_at)
+        timed.append((at, 0, {"role": "user", "content": turn.question}))
+        timed.append((at, 1, {"role": "assistant", "content": turn.answer}))
+    for message in thread:
+        if message.ts in covered or message.ts == skip_ts or not message.text.strip():
+            continue
+        role = "assistant" if message.from_ember else "user"
+        content = message.text if message.from_ember or not message.user_id else f"<@{message.user_id}>: {message.text}"
+        timed.append((_ts(message.ts), 0, {"role": role, "content": content}))
+    timed.sort(key=lambda item: (item[0], item[1]))
+    return [message for _, _, message in timed]
+
+
+def _epoch(moment: datetime) -> float:
+    # SQLite hands datetimes back without their zone; Ember stores UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _ts(ts: str) -> float:
+    try:
+        return float(ts)
+    except ValueError:
+        return 0.0

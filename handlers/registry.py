@@ -1,0 +1,16 @@
+"""Wires every Slack surface to its listener on a Bolt app."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers.commands import on_ember_command
+from handlers.mentions import on_app_mention
+from handlers.messages import on_message
+
+
+def register(app: App, *, command: str = "/ember") -> None:
+    app.event("app_mention")(on_app_mention)
+    # Every message event is acknowledged (Slack retries anything else); only DMs are answered.
+    app.event("message")(on_message)
+    app.command(command)(on_ember_command)

@@ -1,0 +1,78 @@
+"""Fitting a conversation into the model's context window.
+
+The system prompt and the newest messages matter most: older turns are dropped first, and only if
+the question alone is still too long is the question itself cut (and the caller told by how much).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Message = dict[str, str]
+
+
+class PromptTooLong(Exception):
+    """Even an empty question does not fit: the context budget is smaller than the system prompt."""
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    input_ids: list[int]
+    dropped_messages: int
+    question_chars: int
+    question_chars_kept: int
+
+    @property
+    def question_cut(self) -> bool:
+        return self.question_chars_kept < self.question_chars
+
+
+def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
+    ids: Any = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def fit(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], budget: int) -> FittedPrompt:
+    """Return token ids for `messages` in at most `budget` tokens.
+
+    `messages` is [system?] + history + [question]; the last message is the one being answered.
+    """
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    history = list(messages[len(system) : -1])
+    question = messages[-1]
+    dropped = 0
+    while True:
+        ids = render(tokenizer, [*system, *history, question])
+        if len(ids) <= budget:
+            return FittedPrompt(ids, dropped, len(question["content"]), len(question["content"]))
+        if not history:
+            break
+        history.pop(0)
+        dropped += 1
+    return _cut_question(tokenizer, system, question, budget, dropped)
+
+
+def _cut_question(
+    tokenizer: PreTrainedTokenizerBase, system: list[Message], question: Message, budget: int, dropped: int
+) -> FittedPrompt:
+    overhead = len(render(tokenizer, [*system, {"role": question["role"], "content": ""}]))
+    room = budget - overhead
+    if room <= 0:
+        raise PromptTooLong(f"the system prompt alone takes {overhead} of {budget} tokens")
+    content = question["content"]
+    tokens = tokenizer.encode(content, add_special_tokens=False)
+    # Decoding then re-encoding can shift a token boundary, so shrink until the rendering fits.
+    while room > 0:
+        kept = str(tokenizer.decode(tokens[:room], skip_special_tokens=True))
+        ids = render(tokenizer, [*system, {"role": question["role"], "content": kept}])
+        if len(ids) <= budget:
+            return FittedPrompt(ids, dropped, len(content), len(kept))
+        room -= max(1, len(ids) - budget)
+    raise PromptTooLong(f"no part of the question fits in {budget} tokens")

