@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
 from handlers.qa import QAHandler, Question
+from models.loading import ModelError
 
 TERMINAL_WORKSPACE = "local"
 TERMINAL_CHANNEL = "terminal"
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ember: configuration error:\n{exc}", file=sys.stderr)
         return 2
-    except _UserError as exc:
+    except (_UserError, ModelError) as exc:
         print(f"ember: {exc}", file=sys.stderr)
         return 2
 
@@ -64,14 +65,9 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _terminal_qa(settings: Settings) -> QAHandler:
     from bot.runtime import build_qa, load_engine, open_database
-    from models.loading import ModelError
 
     database = open_database(settings)
-    try:
-        engine = load_engine(settings)
-    except ModelError as exc:
-        raise _UserError(str(exc)) from exc
-    return build_qa(settings, database, engine)
+    return build_qa(settings, database, load_engine(settings))
 
 
 def _ask_once(qa: QAHandler, conversation: Conversation, text: str) -> str:

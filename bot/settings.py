@@ -33,6 +33,9 @@ _HINTS: dict[str, str] = {
 }
 
 
+_SECRETS = {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"}
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message says which and what to set."""
 
@@ -52,10 +55,12 @@ class Settings(BaseSettings):
 
     model: str = Field(default="default", validation_alias="EMBER_MODEL")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", validation_alias="EMBER_DEVICE")
+    # Small models follow a system prompt shaped like the one they were trained with ("a helpful AI
+    # assistant named ..."); the packaged SmolLM2 answers noticeably worse with looser wording.
     system_prompt: str = Field(
         default=(
-            "You are Ember, a helpful assistant for a team in Slack. Answer clearly and briefly. "
-            "If you do not know, say so."
+            "You are a helpful AI assistant named Ember. "
+            "You answer questions from a team in Slack, clearly and briefly."
         ),
         validation_alias="EMBER_SYSTEM_PROMPT",
     )
@@ -119,7 +124,7 @@ def _describe(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else "?"
         name = _env_name(field)
         given = error.get("input")
-        shown = "" if "TOKEN" in name or "SECRET" in name else f" (got {given!r})"
+        shown = "" if name in _SECRETS else f" (got {given!r})"
         lines.append(f"{name} is invalid{shown}: {error['msg']}. Set it to {_HINTS.get(name, 'a valid value')}.")
     return "\n".join(lines)
 

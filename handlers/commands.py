@@ -25,14 +25,14 @@ def on_ember_command(
     subcommand, _, rest = (command.get("text") or "").strip().partition(" ")
     subcommand, rest = subcommand.lower(), rest.strip()
     if subcommand in ("", "help"):
-        ack(text=USAGE)
+        ack(text=USAGE, response_type="ephemeral")
     elif subcommand != "ask":
-        ack(text=f"I don't know `/ember {subcommand}`.\n\n{USAGE}")
+        ack(text=f"I don't know `/ember {subcommand}`.\n\n{USAGE}", response_type="ephemeral")
     elif not rest:
-        ack(text=f"Ask what? Try `/ember ask how do I reset the VPN?`\n\n{USAGE}")
+        ack(text=f"Ask what? Try `/ember ask how do I reset the VPN?`\n\n{USAGE}", response_type="ephemeral")
     else:
         # Slack wants the ack within 3 s; the answer follows once the model has written it.
-        ack(text=f"Thinking about: _{rest}_ …")
+        ack(text=f"Thinking about: _{rest}_ …", response_type="ephemeral")
         _answer(context[CONTEXT_KEY], client, respond, command, rest)
 
 

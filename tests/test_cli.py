@@ -1,0 +1,168 @@
+"""`ember` as a user runs it: a real subprocess, settings from the environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import SIGNING_SECRET
+from tests.slackfake import FakeSlack, SlackClient
+
+
+def ember_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBER_", "SLACK_"))}
+    env.update({"EMBER_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", "EMBER_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def ember(
+    tmp_path: Path, *args: str, stdin: str = "", timeout: float = 300, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=ember_env(tmp_path, **env),
+    )
+
+
+def stored_turns(tmp_path: Path) -> list[tuple[str, str | None, str, int]]:
+    with sqlite3.connect(tmp_path / "data" / "ember.db") as connection:
+        return list(connection.execute("SELECT question, thread_ts, answer, prompt_tokens FROM turns ORDER BY id"))
+
+
+def test_run_without_slack_tokens_names_what_to_set(tmp_path: Path) -> None:
+    result = ember(tmp_path, "run")
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set: set it to your bot token" in result.stderr
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EMBER_PORT", "eighty"),
+        ("EMBER_PORT", "70000"),
+        ("EMBER_DEVICE", "tpu"),
+        ("SLACK_API_URL", "slack.com"),
+        ("SLACK_APP_TOKEN", "xoxb-wrong-kind"),
+        ("EMBER_MAX_NEW_TOKENS", "0"),
+    ],
+)
+def test_a_malformed_setting_stops_start_up_naming_it(tmp_path: Path, name: str, value: str) -> None:
+    result = ember(tmp_path, "ask", "hi", **{name: value})
+    assert result.returncode == 2
+    assert f"{name} is invalid" in result.stderr and "Set it to" in result.stderr
+    assert "Traceback" not in result.stderr
+    if name == "SLACK_APP_TOKEN":
+        assert value not in result.stderr, "secrets are never echoed"
+
+
+def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "hi", EMBER_MODEL="acme/no-such-model")
+    assert result.returncode == 2
+    assert "cannot load model 'acme/no-such-model'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ask_answers_through_the_qa_path_and_remembers(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = ember(
+        tmp_path, "ask", "What is the capital of France?", EMBER_MODEL=str(tiny_model_dir), EMBER_MAX_NEW_TOKENS="8"
+    )
+    assert result.returncode == 0, result.stderr
+    [(question, _thread, answer, _tokens)] = stored_turns(tmp_path)
+    assert question == "What is the capital of France?"
+    assert result.stdout.strip() == answer and answer
+
+
+def test_chat_keeps_the_conversation_in_memory_and_can_resume_it(tmp_path: Path, tiny_model_dir: Path) -> None:
+    env = {"EMBER_MODEL": str(tiny_model_dir), "EMBER_MAX_NEW_TOKENS": "8"}
+    first = ember(tmp_path, "chat", stdin="My name is Ada.\nWhat is my name?\n", **env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("ember> ") == 2
+    conversation_id = first.stdout.split("ember chat --resume ")[1].split("`")[0]
+    resumed = ember(tmp_path, "chat", "--resume", conversation_id, stdin="And again?\n", **env)
+    assert resumed.returncode == 0, resumed.stderr
+    turns = stored_turns(tmp_path)
+    assert [question for question, *_ in turns] == ["My name is Ada.", "What is my name?", "And again?"]
+    assert {thread for _, thread, *_ in turns} == {conversation_id}
+    # Each turn's prompt carries the ones before it.
+    assert turns[0][3] < turns[1][3] < turns[2][3]
+
+
+def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
+    result = ember(tmp_path, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "database is up to date" in result.stdout
+    assert (tmp_path / "data" / "ember.db").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
+    port = free_port()
+    with FakeSlack(bot_token="xoxb-test", bot_user_id="UBOT") as slack:
+        env = ember_env(
+            tmp_path,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+            EMBER_PORT=str(port),
+            EMBER_MODEL=str(tiny_model_dir),
+            EMBER_MAX_NEW_TOKENS="8",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                try:
+                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "ember run did not come up"
+                time.sleep(0.2)
+            channel, alice = slack.add_channel("general"), slack.add_user("alice")
+            envelope = slack.mention(channel, alice, "hello from a real process")
+            assert SlackClient(f"{url}/slack/events", SIGNING_SECRET).send_event(envelope).status_code == 200
+            [post] = slack.wait_for("chat.postMessage", lambda call: call.args.get("channel") == channel)
+            assert post.args["thread_ts"] == envelope["event"]["ts"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_ask_answers_from_the_packaged_model(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "What is the capital of France?", EMBER_MAX_NEW_TOKENS="32")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
