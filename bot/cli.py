@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
@@ -63,11 +64,20 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminal_qa(settings: Settings) -> QAHandler:
+@contextmanager
+def _terminal_qa(settings: Settings) -> Iterator[QAHandler]:
+    """The QA handler `ember run` uses, closed afterwards (the engine's batching thread keeps a process alive)."""
     from bot.runtime import build_qa, load_engine, open_database
 
     database = open_database(settings)
-    return build_qa(settings, database, load_engine(settings))
+    try:
+        engine = load_engine(settings)
+        try:
+            yield build_qa(settings, database, engine)
+        finally:
+            engine.close()
+    finally:
+        database.close()
 
 
 def _ask_once(qa: QAHandler, conversation: Conversation, text: str) -> str:
@@ -80,15 +90,19 @@ def _ask_once(qa: QAHandler, conversation: Conversation, text: str) -> str:
 def _ask(settings: Settings, args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise _UserError('nothing to ask: ember ask "your question"')
-    qa = _terminal_qa(settings)
     conversation = Conversation(TERMINAL_WORKSPACE, TERMINAL_CHANNEL, "terminal", uuid.uuid4().hex)
-    print(_ask_once(qa, conversation, args.question))
+    with _terminal_qa(settings) as qa:
+        print(_ask_once(qa, conversation, args.question))
     return 0
 
 
 def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    qa = _terminal_qa(settings)
-    conversation_id = args.resume or uuid.uuid4().hex[:12]
+    with _terminal_qa(settings) as qa:
+        return _chat_loop(qa, args.resume)
+
+
+def _chat_loop(qa: QAHandler, resume: str | None) -> int:
+    conversation_id = resume or uuid.uuid4().hex[:12]
     conversation = Conversation(TERMINAL_WORKSPACE, TERMINAL_CHANNEL, "terminal", conversation_id)
     print(
         f"Ember ({qa.engine.version}). Conversation {conversation_id}; resume it with "

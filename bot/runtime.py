@@ -20,7 +20,8 @@ from db import Database
 from handlers.qa import QAHandler
 from handlers.services import Services
 from models import loading
-from models.engine import Engine
+from models.base import LLM
+from models.engine import Engine, EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,26 @@ def open_database(settings: Settings) -> Database:
     return database
 
 
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        max_context_tokens=settings.max_context_tokens,
+        kv_cache_tokens=settings.kv_cache_tokens,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
+
+
 def load_engine(settings: Settings) -> Engine:
     source = loading.resolve(settings.model, settings.data_dir)
-    return Engine.load(source, device=settings.device, max_context_tokens=settings.max_context_tokens)
+    return Engine.load(source, device=settings.device, config=engine_config(settings))
 
 
-def build_qa(settings: Settings, database: Database, engine: Engine) -> QAHandler:
+def build_qa(settings: Settings, database: Database, engine: LLM) -> QAHandler:
     return QAHandler(
-        db=database, engine=engine, system_prompt=settings.system_prompt, max_new_tokens=settings.max_new_tokens
+        db=database,
+        engine=engine,
+        system_prompt=settings.system_prompt,
+        max_new_tokens=settings.max_new_tokens,
+        answer_timeout=settings.answer_timeout,
     )
 
 

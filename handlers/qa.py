@@ -10,44 +10,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 from db import Database
 from db.repo import Conversation, conversation_turns, record_turn
 from db.schema import Turn, utcnow
+from models.base import LLM, Completion, TokenStream
 
 EMPTY_ANSWER = "I don't have an answer to that. Could you rephrase the question?"
 HISTORY_TURNS = 20
-
-
-class FittedPromptLike(Protocol):
-    @property
-    def question_cut(self) -> bool: ...
-    @property
-    def question_chars(self) -> int: ...
-    @property
-    def question_chars_kept(self) -> int: ...
-
-
-class CompletionLike(Protocol):
-    @property
-    def text(self) -> str: ...
-    @property
-    def model_version(self) -> str: ...
-    @property
-    def prompt_tokens(self) -> int: ...
-    @property
-    def completion_tokens(self) -> int: ...
-    @property
-    def prompt(self) -> FittedPromptLike: ...
-
-
-class TextEngine(Protocol):
-    """What the QA handler needs from an engine (models.engine.Engine is one)."""
-
-    version: str
-
-    def generate(self, messages: Sequence[dict[str, str]], *, max_new_tokens: int) -> CompletionLike: ...
 
 
 @dataclass(frozen=True)
@@ -80,31 +50,71 @@ class Answer:
     latency_ms: int
 
 
+class PendingAnswer:
+    """An answer being generated: iterate `deltas` to stream it, then `result()` gives the final answer."""
+
+    def __init__(self, stream: TokenStream, started: float) -> None:
+        self.stream = stream
+        self._started = started
+
+    @property
+    def deltas(self) -> TokenStream:
+        return self.stream
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+    def result(self) -> Answer:
+        for _ in self.stream:  # finish reading if the caller did not
+            pass
+        return finish_answer(self.stream.completion, self._started)
+
+
+def finish_answer(completion: Completion, started: float) -> Answer:
+    """The answer as posted: the model's text, or a fallback, plus what the asker should know."""
+    text = completion.text.strip() or EMPTY_ANSWER
+    prompt = completion.prompt
+    if prompt.question_cut:
+        text += (
+            f"\n\n_(Your message was {prompt.question_chars:,} characters, more than I can read at once; "
+            f"I answered the first {prompt.question_chars_kept:,}.)_"
+        )
+    if completion.finish_reason == "deadline":
+        text += "\n\n_(I ran out of time and stopped here.)_"
+    return Answer(
+        text=text,
+        model_version=completion.model_version,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_ms=round((time.perf_counter() - started) * 1000),
+    )
+
+
 class QAHandler:
-    def __init__(self, *, db: Database, engine: TextEngine, system_prompt: str, max_new_tokens: int) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        engine: LLM,
+        system_prompt: str,
+        max_new_tokens: int,
+        answer_timeout: float | None = None,
+    ) -> None:
         self.db = db
         self.engine = engine
         self.system_prompt = system_prompt
         self.max_new_tokens = max_new_tokens
+        self.answer_timeout = answer_timeout
+
+    def start(self, question: Question) -> PendingAnswer:
+        started = time.perf_counter()
+        stream = self.engine.stream(
+            self.build_messages(question), max_new_tokens=self.max_new_tokens, timeout=self.answer_timeout
+        )
+        return PendingAnswer(stream, started)
 
     def answer(self, question: Question) -> Answer:
-        started = time.perf_counter()
-        messages = self.build_messages(question)
-        completion = self.engine.generate(messages, max_new_tokens=self.max_new_tokens)
-        text = completion.text.strip() or EMPTY_ANSWER
-        prompt = completion.prompt
-        if prompt.question_cut:
-            text += (
-                f"\n\n_(Your message was {prompt.question_chars:,} characters, more than I can read at once; "
-                f"I answered the first {prompt.question_chars_kept:,}.)_"
-            )
-        return Answer(
-            text=text,
-            model_version=completion.model_version,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            latency_ms=round((time.perf_counter() - started) * 1000),
-        )
+        return self.start(question).result()
 
     def build_messages(self, question: Question) -> list[dict[str, str]]:
         """System prompt, then the conversation so far (stored turns and Slack's thread), then the question."""

@@ -32,6 +32,9 @@ def build_tiny_model(directory: Path, tokenizer: PreTrainedTokenizerBase, *, see
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        # At the usual 0.02 a random tiny model answers every prompt with the same newline; wider weights
+        # make its (meaningless) answers depend on the prompt and differ between seeds, which tests rely on.
+        initializer_range=0.3,
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(directory)

@@ -1,0 +1,96 @@
+"""What every engine backend offers (the local transformers engine, an OpenAI-compatible server).
+
+Handlers and the QA handler depend on this shape only, so a team that outgrows one GPU changes
+EMBER_LLM_BACKEND and nothing else. No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Message = dict[str, str]
+FinishReason = Literal["stop", "length", "cancelled", "deadline", "error"]
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """How the conversation was fitted into the context window."""
+
+    prompt_tokens: int
+    dropped_messages: int = 0
+    question_chars: int = 0
+    question_chars_kept: int = 0
+
+    @property
+    def question_cut(self) -> bool:
+        return self.question_chars_kept < self.question_chars
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model_version: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    prompt: PromptInfo
+    finish_reason: FinishReason = "stop"
+    # Seconds from submission to the first generated token; None when nothing was generated.
+    time_to_first_token: float | None = None
+    # The generated token ids, where the backend knows them (the local engine does).
+    token_ids: tuple[int, ...] = ()
+
+
+class SwapError(RuntimeError):
+    """New weights could not be loaded; the engine keeps serving the old ones."""
+
+
+class TokenStream(Protocol):
+    """One request in flight: iterate for text deltas as they are generated, then read `completion`."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def completion(self) -> Completion:
+        """Available once iteration has finished (raises RuntimeError before)."""
+        ...
+
+
+class LLM(Protocol):
+    @property
+    def version(self) -> str:
+        """The version new requests are served by."""
+        ...
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> TokenStream: ...
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> Completion: ...
+
+    def swap(self, location: str, *, version: str) -> None:
+        """Serve new requests from new weights; requests already running finish on the old ones."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests submitted and not yet finished (waiting plus generating)."""
+        ...
+
+    def close(self) -> None: ...
