@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from urllib.error import URLError
 
 from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 import handlers
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from handlers.services import CONTEXT_KEY, Services
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,25 @@ def build_bolt_app(settings: Settings, services: Services, *, executor: Executor
     app.use(_inject(services))
     handlers.register(app)
     return app
+
+
+def check_slack(settings: Settings) -> None:
+    """Ask Slack who we are, so a wrong token or URL stops start-up with a clear message."""
+    assert settings.slack_bot_token is not None
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    try:
+        identity = client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        raise SettingsError(
+            f"Slack rejected SLACK_BOT_TOKEN ({error}): set it to the Bot User OAuth Token of your app (xoxb-...)."
+        ) from None
+    except (OSError, URLError) as exc:
+        raise SettingsError(
+            f"cannot reach Slack's Web API at SLACK_API_URL={settings.slack_api_url} ({exc}): "
+            "check the URL and this machine's network."
+        ) from None
+    log.info("connected to Slack as %s in %s", identity.get("user"), identity.get("team"))
 
 
 def _inject(services: Services) -> Callable[[BoltContext, Callable[[], None]], None]:

@@ -67,11 +67,11 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
 @contextmanager
 def _terminal_qa(settings: Settings) -> Iterator[QAHandler]:
     """The QA handler `ember run` uses, closed afterwards (the engine's batching thread keeps a process alive)."""
-    from bot.runtime import build_qa, load_engine, open_database
+    from bot.runtime import build_llm, build_qa, open_database
 
     database = open_database(settings)
     try:
-        engine = load_engine(settings)
+        engine = build_llm(settings)
         try:
             yield build_qa(settings, database, engine)
         finally:

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.app import build_bolt_app
+from bot.app import build_bolt_app, check_slack
+from bot.metrics import Metrics
 from bot.server import EmberWSGI, HttpServer
 from bot.settings import Settings
 from db import Database
@@ -46,13 +47,30 @@ def load_engine(settings: Settings) -> Engine:
     return Engine.load(source, device=settings.device, config=engine_config(settings))
 
 
-def build_qa(settings: Settings, database: Database, engine: LLM) -> QAHandler:
+def build_llm(settings: Settings) -> LLM:
+    """The local engine, or a client of an OpenAI-compatible server (vLLM, SGLang) for teams past one GPU."""
+    if settings.llm_backend == "local":
+        return load_engine(settings)
+    from models.openai_backend import OpenAIEngine
+
+    assert settings.llm_url is not None  # Settings checks it is set for this backend
+    return OpenAIEngine(
+        settings.llm_url,
+        model=settings.llm_model or settings.model,
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        context_window=settings.max_context_tokens or None,
+        timeout=settings.answer_timeout,
+    )
+
+
+def build_qa(settings: Settings, database: Database, engine: LLM, metrics: Metrics | None = None) -> QAHandler:
     return QAHandler(
         db=database,
         engine=engine,
         system_prompt=settings.system_prompt,
         max_new_tokens=settings.max_new_tokens,
         answer_timeout=settings.answer_timeout,
+        observer=metrics.observe if metrics is not None else None,
     )
 
 
@@ -60,26 +78,46 @@ def build_qa(settings: Settings, database: Database, engine: LLM) -> QAHandler:
 class Ember:
     settings: Settings
     db: Database
-    engine: Engine
+    engine: LLM
     services: Services
     http: HttpServer
     executor: ThreadPoolExecutor
+    metrics: Metrics
     socket_handler: Any = None
     owns_engine: bool = True
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def build(cls, settings: Settings, *, engine: Engine | None = None) -> Ember:
+    def build(cls, settings: Settings, *, engine: LLM | None = None) -> Ember:
         settings.require_slack()
+        # Bad Slack credentials are found before the model spends seconds loading.
+        check_slack(settings)
         database = open_database(settings)
         owns_engine = engine is None
-        engine = engine or load_engine(settings)
-        services = Services(db=database, qa=build_qa(settings, database, engine))
+        try:
+            engine = engine or build_llm(settings)
+        except BaseException:
+            database.close()
+            raise
+        try:
+            return cls._assemble(settings, database, engine, owns_engine)
+        except BaseException:
+            if owns_engine:
+                engine.close()
+            database.close()
+            raise
+
+    @classmethod
+    def _assemble(cls, settings: Settings, database: Database, engine: LLM, owns_engine: bool) -> Ember:
+        metrics = Metrics(queue_depth=lambda: engine.queue_depth, model_version=lambda: engine.version)
+        services = Services(db=database, qa=build_qa(settings, database, engine, metrics), max_queue=settings.max_queue)
         executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
         bolt = build_bolt_app(settings, services, executor=executor)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         # In Socket Mode Slack's requests come over the socket; HTTP still serves /healthz.
-        wsgi = EmberWSGI(None if settings.socket_mode else bolt, secret, health=lambda: _health(engine))
+        wsgi = EmberWSGI(
+            None if settings.socket_mode else bolt, secret, health=lambda: _health(engine), metrics=metrics.render
+        )
         http = HttpServer(wsgi, host=settings.host, port=settings.port)
         socket_handler = None
         if settings.socket_mode:
@@ -87,7 +125,7 @@ class Ember:
 
             assert settings.slack_app_token is not None
             socket_handler = SocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
-        return cls(settings, database, engine, services, http, executor, socket_handler, owns_engine)
+        return cls(settings, database, engine, services, http, executor, metrics, socket_handler, owns_engine)
 
     @property
     def url(self) -> str:
@@ -108,6 +146,15 @@ class Ember:
         self._stopped.wait()
         self.stop()
 
+    def swap_model(self, location: str, *, version: str) -> None:
+        """Serve new questions from other weights; questions being answered finish on the old ones."""
+        try:
+            self.engine.swap(location, version=version)
+        except Exception:
+            self.metrics.swaps.labels("failed").inc()
+            raise
+        self.metrics.swaps.labels("ok").inc()
+
     def stop(self) -> None:
         if self.socket_handler is not None:
             self.socket_handler.close()
@@ -120,5 +167,5 @@ class Ember:
         log.info("Ember stopped")
 
 
-def _health(engine: Engine) -> dict[str, Any]:
+def _health(engine: LLM) -> dict[str, Any]:
     return {"status": "ok", "model_version": engine.version, "queue_depth": engine.queue_depth}

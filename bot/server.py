@@ -1,4 +1,4 @@
-"""The HTTP front: `POST /slack/events` (events, slash commands, interactivity), `GET /healthz`.
+"""The HTTP front: `POST /slack/events` (events, slash commands, interactivity), `GET /healthz`, `GET /metrics`.
 
 Served by waitress, a production WSGI server that runs in this process, so the model stays resident
 in one place. Requests are checked here before Bolt sees them: a bad signature or a stale timestamp
@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt import App, BoltRequest
 from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
@@ -29,15 +30,20 @@ Health = Callable[[], dict[str, Any]]
 
 
 class EmberWSGI:
-    def __init__(self, bolt: App | None, signing_secret: str | None, health: Health) -> None:
+    def __init__(
+        self, bolt: App | None, signing_secret: str | None, health: Health, metrics: Callable[[], bytes]
+    ) -> None:
         self.bolt = bolt
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self.health = health
+        self.metrics = metrics
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
         if path == "/healthz" and method in ("GET", "HEAD"):
             status, headers, body = 200, {"content-type": "application/json"}, json.dumps(self.health())
+        elif path == "/metrics" and method in ("GET", "HEAD"):
+            status, headers, body = 200, {"content-type": CONTENT_TYPE_LATEST}, self.metrics().decode("utf-8")
         elif path == EVENTS_PATH and method == "POST" and self.bolt is not None:
             status, headers, body = self._slack(environ)
         elif path == EVENTS_PATH and self.bolt is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
@@ -27,6 +27,9 @@ _HINTS: dict[str, str] = {
     "EMBER_DATABASE_URL": "a SQLAlchemy URL, e.g. sqlite:////var/lib/ember/ember.db or postgresql+psycopg://...",
     "EMBER_MODEL": "'default' (the packaged SmolLM2-135M-Instruct), a Hugging Face hub id, or a local directory",
     "EMBER_DEVICE": "one of auto, cpu, cuda",
+    "EMBER_LLM_BACKEND": "local (the model runs in Ember) or openai (an OpenAI-compatible server such as vLLM)",
+    "EMBER_LLM_URL": "the base URL of the OpenAI-compatible server, e.g. http://gpu-box:8000/v1",
+    "EMBER_LLM_MODEL": "the model name the server serves (vLLM's --served-model-name)",
     "EMBER_MAX_NEW_TOKENS": "a positive whole number of tokens per answer, e.g. 256",
     "EMBER_MAX_CONTEXT_TOKENS": "a positive whole number, or 0 for the model's own context length",
     "EMBER_WORKERS": "a positive whole number of questions taken on at once",
@@ -37,7 +40,7 @@ _HINTS: dict[str, str] = {
 }
 
 
-_SECRETS = {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"}
+_SECRETS = {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "EMBER_LLM_API_KEY"}
 
 
 class SettingsError(Exception):
@@ -58,6 +61,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="EMBER_DATABASE_URL")
 
     model: str = Field(default="default", validation_alias="EMBER_MODEL")
+    llm_backend: Literal["local", "openai"] = Field(default="local", validation_alias="EMBER_LLM_BACKEND")
+    llm_url: str | None = Field(default=None, validation_alias="EMBER_LLM_URL")
+    llm_model: str | None = Field(default=None, validation_alias="EMBER_LLM_MODEL")
+    llm_api_key: SecretStr | None = Field(default=None, validation_alias="EMBER_LLM_API_KEY")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", validation_alias="EMBER_DEVICE")
     # Small models follow a system prompt shaped like the one they were trained with ("a helpful AI
     # assistant named ..."); the packaged SmolLM2 answers noticeably worse with looser wording.
@@ -99,6 +106,12 @@ class Settings(BaseSettings):
             raise ValueError("must start with xapp-")
         return value
 
+    @model_validator(mode="after")
+    def _backend_needs_url(self) -> Settings:
+        if self.llm_backend == "openai" and not self.llm_url:
+            raise ValueError(f"EMBER_LLM_BACKEND=openai needs EMBER_LLM_URL: set it to {_HINTS['EMBER_LLM_URL']}")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -129,7 +142,10 @@ def load_settings(**overrides: object) -> Settings:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across settings; its message names them
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         name = _env_name(field)
         given = error.get("input")
         shown = "" if name in _SECRETS else f" (got {given!r})"

@@ -14,9 +14,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from db.repo import Conversation, claim_event, finish_event
-from handlers.qa import Question, ThreadMessage
+from handlers.qa import Answer, PendingAnswer, Question, ThreadMessage
 from handlers.services import Services
-from handlers.text import clip_for_slack, strip_mention
+from handlers.streaming import set_status, stream_answer
+from handlers.text import strip_mention
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,63 @@ def answer_and_post(services: Services, client: WebClient, ask: SlackAsk, *, bot
             question_ts=ask.ts,
             thread=fetch_thread(client, ask, bot_user_id=bot_user_id),
         )
-        answer = services.qa.answer(question)
-        posted = client.chat_postMessage(
-            channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=clip_for_slack(answer.text)
-        )
-        services.qa.remember(question, answer, answer_ts=posted.get("ts"))
+        tell_if_busy(services, client, ask)
+        if ask.channel_type == "im" and ask.reply_thread_ts:
+            set_status(client, ask.channel_id, ask.reply_thread_ts, "is thinking…")
+        pending = services.qa.start(question)
     except Exception:
         log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
         _finish(services, ask.event_id, ok=False)
         _tell_failure(client, ask)
         return
+    try:
+        answer, ts = _stream(services, client, ask, pending)
+        services.qa.remember(question, answer, answer_ts=ts)
+    except Exception:
+        # stream_answer has already replaced the partial answer with FAILURE_REPLY.
+        log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
+        _finish(services, ask.event_id, ok=False)
+        return
     _finish(services, ask.event_id, ok=True)
+
+
+def _stream(services: Services, client: WebClient, ask: SlackAsk, pending: PendingAnswer) -> tuple[Answer, str]:
+    """Stream the answer into the thread as it is generated; return the final answer and where it landed."""
+    final: list[Answer] = []
+
+    def final_text() -> str:
+        final.append(pending.result())
+        return final[0].text
+
+    posted = stream_answer(
+        client,
+        pending.deltas,
+        channel=ask.channel_id,
+        thread_ts=ask.reply_thread_ts,
+        recipient_team_id=ask.workspace_id or None,
+        recipient_user_id=ask.user_id,
+        support=services.streaming,
+        team_id=ask.workspace_id,
+        final_text=final_text,
+        error_text=FAILURE_REPLY,
+    )
+    return final[0], posted.ts
+
+
+def tell_if_busy(services: Services, client: WebClient, ask: SlackAsk) -> None:
+    """Over the configured queue depth, the asker hears at once that they wait, and where they stand."""
+    depth = services.qa.engine.queue_depth
+    if not services.max_queue or depth < services.max_queue:
+        return
+    try:
+        client.chat_postEphemeral(
+            channel=ask.channel_id,
+            user=ask.user_id,
+            thread_ts=ask.reply_thread_ts,
+            text=f"I'm busy right now: your question is queued (position {depth + 1}). I'll answer here shortly.",
+        )
+    except SlackApiError as exc:
+        log.warning("could not tell %s they are queued: %s", ask.user_id, exc.response.get("error"))
 
 
 def fetch_thread(client: WebClient, ask: SlackAsk, *, bot_user_id: str | None) -> list[ThreadMessage]:

@@ -32,8 +32,17 @@ def on_ember_command(
         ack(text=f"Ask what? Try `/ember ask how do I reset the VPN?`\n\n{USAGE}", response_type="ephemeral")
     else:
         # Slack wants the ack within 3 s; the answer follows once the model has written it.
-        ack(text=f"Thinking about: _{rest}_ …", response_type="ephemeral")
+        ack(text=_thinking(context[CONTEXT_KEY], rest), response_type="ephemeral")
         _answer(context[CONTEXT_KEY], client, respond, command, rest)
+
+
+def _thinking(services: Services, question: str) -> str:
+    depth = services.qa.engine.queue_depth
+    if services.max_queue and depth >= services.max_queue:
+        return (
+            f"I'm busy right now: your question is queued (position {depth + 1}). Then I'll think about: _{question}_"
+        )
+    return f"Thinking about: _{question}_ …"
 
 
 def _answer(services: Services, client: WebClient, respond: Respond, command: dict[str, Any], text: str) -> None:

@@ -7,7 +7,7 @@ same context, fits the same budget and remembers the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -53,9 +53,12 @@ class Answer:
 class PendingAnswer:
     """An answer being generated: iterate `deltas` to stream it, then `result()` gives the final answer."""
 
-    def __init__(self, stream: TokenStream, started: float) -> None:
+    def __init__(
+        self, stream: TokenStream, started: float, observer: Callable[[Completion], None] | None = None
+    ) -> None:
         self.stream = stream
         self._started = started
+        self._observer = observer
 
     @property
     def deltas(self) -> TokenStream:
@@ -65,9 +68,12 @@ class PendingAnswer:
         self.stream.cancel()
 
     def result(self) -> Answer:
-        for _ in self.stream:  # finish reading if the caller did not
+        for _ in self.stream:  # finish reading if the caller did not (a finished stream yields nothing)
             pass
-        return finish_answer(self.stream.completion, self._started)
+        completion = self.stream.completion
+        if self._observer is not None:
+            self._observer(completion)
+        return finish_answer(completion, self._started)
 
 
 def finish_answer(completion: Completion, started: float) -> Answer:
@@ -99,7 +105,9 @@ class QAHandler:
         system_prompt: str,
         max_new_tokens: int,
         answer_timeout: float | None = None,
+        observer: Callable[[Completion], None] | None = None,
     ) -> None:
+        self.observer = observer
         self.db = db
         self.engine = engine
         self.system_prompt = system_prompt
@@ -111,7 +119,7 @@ class QAHandler:
         stream = self.engine.stream(
             self.build_messages(question), max_new_tokens=self.max_new_tokens, timeout=self.answer_timeout
         )
-        return PendingAnswer(stream, started)
+        return PendingAnswer(stream, started, self.observer)
 
     def answer(self, question: Question) -> Answer:
         return self.start(question).result()

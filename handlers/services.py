@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 
 from db import Database
 from handlers.qa import QAHandler
+from handlers.streaming import StreamingSupport
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,12 @@ CONTEXT_KEY = "ember"
 class Services:
     db: Database
     qa: QAHandler
+    # Questions in the model's queue beyond which askers are told they wait (0: never tell).
+    max_queue: int = 0
     # How long a claimed event stays claimed before a retry may take it over (the worker died).
     event_lease: timedelta = timedelta(minutes=10)
+    # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
+    streaming: StreamingSupport = field(default_factory=StreamingSupport)
     _channel_types: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -48,7 +48,10 @@ class SwapError(RuntimeError):
 
 
 class TokenStream(Protocol):
-    """One request in flight: iterate for text deltas as they are generated, then read `completion`."""
+    """One request in flight: iterate for text deltas as they are generated, then read `completion`.
+
+    Iterating a second time continues the same stream (or yields nothing once it has finished).
+    """
 
     def __iter__(self) -> Iterator[str]: ...
 

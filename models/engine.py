@@ -316,6 +316,7 @@ class Stream:
         self._emitted = 0
         self._cancelled = threading.Event()
         self._completion: Completion | None = None
+        self._iterator: Iterator[str] | None = None
 
     @property
     def completion(self) -> Completion:
@@ -328,6 +329,12 @@ class Stream:
         self._inbox.put(_FINISHED)
 
     def __iter__(self) -> Iterator[str]:
+        # One generator per request: iterating again continues (or finds finished) the same stream.
+        if self._iterator is None:
+            self._iterator = self._run()
+        return self._iterator
+
+    def _run(self) -> Iterator[str]:
         reason: FinishReason = "error"
         try:
             reason = yield from self._pump()

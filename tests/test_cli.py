@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import SIGNING_SECRET
+from tests.scenario import answered
 from tests.slackfake import FakeSlack, SlackClient
 
 
@@ -152,8 +153,8 @@ def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tin
             channel, alice = slack.add_channel("general"), slack.add_user("alice")
             envelope = slack.mention(channel, alice, "hello from a real process")
             assert SlackClient(f"{url}/slack/events", SIGNING_SECRET).send_event(envelope).status_code == 200
-            [post] = slack.wait_for("chat.postMessage", lambda call: call.args.get("channel") == channel)
-            assert post.args["thread_ts"] == envelope["event"]["ts"]
+            [reply] = answered(slack, channel, envelope["event"]["ts"])
+            assert reply["thread_ts"] == envelope["event"]["ts"]
         finally:
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=60)
@@ -166,3 +167,39 @@ def test_ask_answers_from_the_packaged_model(tmp_path: Path) -> None:
     result = ember(tmp_path, "ask", "What is the capital of France?", EMBER_MAX_NEW_TOKENS="32")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+
+
+def test_run_with_a_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
+    with FakeSlack(bot_token="xoxb-the-real-one") as slack:
+        result = ember(
+            tmp_path,
+            "run",
+            SLACK_BOT_TOKEN="xoxb-stale",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+            EMBER_MODEL="/nonexistent/model",
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "Slack rejected SLACK_BOT_TOKEN (invalid_auth)" in result.stderr
+    assert "Traceback" not in result.stderr and "xoxb-stale" not in result.stderr
+
+
+def test_run_with_an_unreachable_slack_api_says_so(tmp_path: Path) -> None:
+    result = ember(
+        tmp_path,
+        "run",
+        SLACK_BOT_TOKEN="xoxb-x",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/",
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot reach Slack's Web API at SLACK_API_URL=http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_openai_backend_needs_its_url(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "hi", EMBER_LLM_BACKEND="openai")
+    assert result.returncode == 2
+    assert "EMBER_LLM_BACKEND=openai needs EMBER_LLM_URL" in result.stderr

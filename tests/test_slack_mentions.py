@@ -2,44 +2,23 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from bot.runtime import Ember
 from bot.settings import Settings
 from models.prompt import render
+from tests import scenario
 from tests.conftest import Bots
-from tests.slackfake import ApiCall, FakeSlack
+from tests.scenario import answered, replies
+from tests.slackfake import FakeSlack
 
 
-def turns(settings: Settings, *, at_least: int = 0, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """The stored turns, waiting until there are `at_least` (an answer is stored just after it is posted)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(settings.data_dir / "ember.db") as connection:
-            connection.row_factory = sqlite3.Row
-            rows = [dict(row) for row in connection.execute("SELECT * FROM turns ORDER BY id")]
-        if len(rows) >= at_least or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
-
-
-def posts_in(slack: FakeSlack, channel: str, thread_ts: str | None = None) -> list[ApiCall]:
-    return [
-        call
-        for call in slack.calls_to("chat.postMessage")
-        if call.args.get("channel") == channel and (thread_ts is None or call.args.get("thread_ts") == thread_ts)
-    ]
-
-
-def answered(slack: FakeSlack, channel: str, thread_ts: str, count: int = 1) -> list[ApiCall]:
-    return slack.wait_for(
-        "chat.postMessage",
-        lambda call: call.args.get("channel") == channel and call.args.get("thread_ts") == thread_ts,
-        count=count,
-    )
+def turns(settings: Settings, *, at_least: int = 0) -> list[dict[str, Any]]:
+    return scenario.turns(settings.data_dir, at_least=at_least)
 
 
 def barrier(bots: Bots, slack: FakeSlack, channel: str, user: str) -> None:
@@ -63,14 +42,14 @@ def test_a_mention_is_acked_before_the_model_runs_and_answered_in_a_new_thread(
         response = bots.client.send_event(envelope)
         ack_seconds = time.perf_counter() - started
         assert response.status_code == 200
-        assert not posts_in(slack, channel), "nothing can be answered while the model is held"
+        assert not replies(slack, channel), "nothing can be answered while the model is held"
     print(f"ack in {ack_seconds * 1000:.0f} ms while the model was busy")
 
-    [post] = answered(slack, channel, mention_ts)
+    [reply] = answered(slack, channel, mention_ts)
     [turn] = turns(bot_settings, at_least=1)
     assert turn["question"] == "What is the VPN host?"
-    assert turn["answer"] == post.args["text"]
-    assert turn["answer_ts"] == slack.messages(channel, mention_ts)[-1]["ts"]
+    assert turn["answer"] == reply["text"]
+    assert turn["answer_ts"] == reply["ts"]
     assert (turn["workspace_id"], turn["channel_id"], turn["channel_type"]) == ("T0001", channel, "channel")
     assert (turn["thread_ts"], turn["question_ts"], turn["user_id"]) == (mention_ts, mention_ts, alice)
     assert turn["model_version"] == "tiny-llama" and turn["latency_ms"] >= 0 and turn["completion_tokens"] > 0
@@ -83,8 +62,7 @@ def test_bad_signatures_and_stale_timestamps_get_401_and_no_answer(bots: Bots, s
     stale = bots.client.send_event(slack.mention(channel, alice, "replayed"), timestamp=int(time.time()) - 6 * 60)
     assert (forged.status_code, stale.status_code) == (401, 401)
     barrier(bots, slack, channel, alice)
-    assert {call.args["text"] for call in slack.calls_to("chat.postMessage")} != set()
-    assert len(slack.calls_to("chat.postMessage")) == 1, "only the barrier question was answered"
+    assert len(replies(slack, channel)) == 1, "only the barrier question was answered"
 
 
 def test_a_redelivered_event_is_acked_and_not_answered_twice(bots: Bots, slack: FakeSlack) -> None:
@@ -96,7 +74,7 @@ def test_a_redelivered_event_is_acked_and_not_answered_twice(bots: Bots, slack: 
     retry = bots.client.send_event(envelope, retry_num=1, retry_reason="http_timeout")
     assert retry.status_code == 200
     barrier(bots, slack, channel, alice)
-    assert len(posts_in(slack, channel, envelope["event"]["ts"])) == 1
+    assert len(replies(slack, channel, envelope["event"]["ts"])) == 1
 
 
 def test_a_redelivery_after_a_restart_is_not_answered_twice(
@@ -110,7 +88,7 @@ def test_a_redelivery_after_a_restart_is_not_answered_twice(
     bots.restart()
     assert bots.client.send_event(envelope, retry_num=2, retry_reason="http_error").status_code == 200
     barrier(bots, slack, channel, alice)
-    assert len(posts_in(slack, channel, envelope["event"]["ts"])) == 1
+    assert len(replies(slack, channel, envelope["event"]["ts"])) == 1
     assert len(turns(bot_settings, at_least=2)) == 2
 
 
@@ -167,8 +145,8 @@ def test_a_bare_mention_gets_a_short_help_reply(bots: Bots, slack: FakeSlack, bo
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     envelope = slack.mention(channel, alice, "")
     assert bots.client.send_event(envelope).status_code == 200
-    [post] = answered(slack, channel, envelope["event"]["ts"])
-    assert "Ask me something" in post.args["text"]
+    [reply] = answered(slack, channel, envelope["event"]["ts"])
+    assert "Ask me something" in reply["text"]
     assert turns(bot_settings) == []
 
 
@@ -180,8 +158,8 @@ def test_a_40000_character_question_is_cut_to_fit_and_the_reply_says_so(
     question = ("Please summarise this log line. " * 1300)[:39_999] + "?"
     envelope = slack.mention(channel, alice, question)
     assert bots.client.send_event(envelope).status_code == 200
-    [post] = answered(slack, channel, envelope["event"]["ts"])
-    assert "Your message was 40,000 characters" in post.args["text"]
+    [reply] = answered(slack, channel, envelope["event"]["ts"])
+    assert "Your message was 40,000 characters" in reply["text"]
     [turn] = turns(bot_settings, at_least=1)
     assert turn["prompt_tokens"] <= 512 - 16
 
@@ -191,18 +169,7 @@ def test_malformed_json_gets_400_and_an_unknown_path_404(bots: Bots) -> None:
     response = bots.client.send_raw(b'{"type": "event_callback", "event": {', "application/json")
     assert response.status_code == 400
     assert bots.client.send_raw(b"[1, 2]", "application/json").status_code == 400
-    import requests
-
     assert requests.get(f"{bot.url}/nowhere", timeout=10).status_code == 404
-
-
-def test_healthz_reports_the_model_version(bots: Bots) -> None:
-    import requests
-
-    bot = bots.start()
-    health = requests.get(f"{bot.url}/healthz", timeout=10)
-    assert health.status_code == 200
-    assert health.json() == {"status": "ok", "model_version": "tiny-llama", "queue_depth": 0}
 
 
 def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
@@ -214,8 +181,10 @@ def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
     envelope = slack.user_message(dm, alice, "hello, what can you do?")
     assert envelope["event"]["channel_type"] == "im"
     assert bots.client.send_event(envelope).status_code == 200
-    [post] = slack.wait_for("chat.postMessage", lambda call: call.args.get("channel") == dm)
-    assert post.args.get("thread_ts") is None, "a top-level DM is answered top-level"
+    [turn] = turns(bot_settings, at_least=1)
+    [reply] = replies(slack, dm)
+    assert reply.get("thread_ts") is None, "a top-level DM is answered top-level"
+    assert reply["ts"] == turn["answer_ts"]
 
     ignored = [
         slack.bot_message(dm, "I am another bot"),
@@ -226,7 +195,7 @@ def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
         assert bots.client.send_event(event).status_code == 200
     channel = slack.add_channel("general")
     barrier(bots, slack, channel, alice)
-    assert len(posts_in(slack, dm)) == 1
+    assert len(replies(slack, dm)) == 1
     assert [turn["channel_type"] for turn in turns(bot_settings, at_least=2)] == ["im", "channel"]
 
 
