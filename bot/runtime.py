@@ -110,7 +110,12 @@ class Ember:
     @classmethod
     def _assemble(cls, settings: Settings, database: Database, engine: LLM, owns_engine: bool) -> Ember:
         metrics = Metrics(queue_depth=lambda: engine.queue_depth, model_version=lambda: engine.version)
-        services = Services(db=database, qa=build_qa(settings, database, engine, metrics), max_queue=settings.max_queue)
+        services = Services(
+            db=database,
+            qa=build_qa(settings, database, engine, metrics),
+            max_queue=settings.max_queue,
+            stream_interval=settings.stream_interval,
+        )
         executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
         bolt = build_bolt_app(settings, services, executor=executor)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None

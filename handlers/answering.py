@@ -93,6 +93,7 @@ def _stream(services: Services, client: WebClient, ask: SlackAsk, pending: Pendi
         team_id=ask.workspace_id,
         final_text=final_text,
         error_text=FAILURE_REPLY,
+        update_interval=services.stream_interval,
     )
     return final[0], posted.ts
 

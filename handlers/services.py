@@ -25,6 +25,8 @@ class Services:
     qa: QAHandler
     # Questions in the model's queue beyond which askers are told they wait (0: never tell).
     max_queue: int = 0
+    # Seconds between updates of a streaming answer.
+    stream_interval: float = 1.0
     # How long a claimed event stays claimed before a retry may take it over (the worker died).
     event_lease: timedelta = timedelta(minutes=10)
     # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
