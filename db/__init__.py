@@ -3,7 +3,7 @@
 Importing this package never imports torch.
 """
 
-from db.schema import Base, HandledEvent, Turn
+from db.schema import Base, HandledEvent, Memory, ToolCall, Turn
 from db.session import Database, upgrade
 
-__all__ = ["Base", "Database", "HandledEvent", "Turn", "upgrade"]
+__all__ = ["Base", "Database", "HandledEvent", "Memory", "ToolCall", "Turn", "upgrade"]
