@@ -3,7 +3,18 @@
 Importing this package never imports torch.
 """
 
-from db.schema import Base, HandledEvent, Memory, ToolCall, Turn
+from db.schema import Base, HandledEvent, Memory, ModelVersion, ToolCall, TrainingRun, Turn, Vote
 from db.session import Database, upgrade
 
-__all__ = ["Base", "Database", "HandledEvent", "Memory", "ToolCall", "Turn", "upgrade"]
+__all__ = [
+    "Base",
+    "Database",
+    "HandledEvent",
+    "Memory",
+    "ModelVersion",
+    "ToolCall",
+    "TrainingRun",
+    "Turn",
+    "Vote",
+    "upgrade",
+]

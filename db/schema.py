@@ -104,3 +104,55 @@ class ToolCall(Base):
     arguments: Mapped[str] = mapped_column(Text)  # JSON
     result: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Vote(Base):
+    """One person's feedback on one answer; a later vote by the same person replaces it."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    value: Mapped[int] = mapped_column(Integer)  # +1 up, -1 down
+    # A better answer the voter suggested ("Suggest a better answer"), redacted.
+    correction: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # button, reaction, modal
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ux_votes_turn_user", "turn_id", "user_id", unique=True),)
+
+
+class ModelVersion(Base):
+    """A set of weights Ember can serve: the base model, or a fine-tune of it (a versioned directory)."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    parent: Mapped[str | None] = mapped_column(String(200))
+    # candidate -> active | rejected; an active version that was replaced becomes retired.
+    status: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[str | None] = mapped_column(Text)  # JSON: the eval gate's figures
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingRun(Base):
+    """One nightly (or `ember train`) run: what it learned from, how it went, what became of it."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # running, promoted, rejected, skipped, failed
+    base_version: Mapped[str] = mapped_column(String(200))
+    candidate_version: Mapped[str | None] = mapped_column(String(200))
+    examples: Mapped[int] = mapped_column(Integer, default=0)
+    desirable: Mapped[int] = mapped_column(Integer, default=0)
+    undesirable: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column()
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: eval figures, or the error
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
