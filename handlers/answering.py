@@ -7,12 +7,14 @@ Slack event so a redelivery never answers twice, and tells the asker when someth
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from db.memory import MemoryHit
 from db.repo import Conversation, claim_event, finish_event
 from handlers.qa import Answer, PendingAnswer, Question, ThreadMessage
 from handlers.services import Services
@@ -80,7 +82,7 @@ def _stream(services: Services, client: WebClient, ask: SlackAsk, pending: Pendi
 
     def final_text() -> str:
         final.append(pending.result())
-        return final[0].text
+        return final[0].text + citations(client, pending.sources)
 
     posted = stream_answer(
         client,
@@ -96,6 +98,23 @@ def _stream(services: Services, client: WebClient, ask: SlackAsk, pending: Pendi
         update_interval=services.stream_interval,
     )
     return final[0], posted.ts
+
+
+def citations(client: WebClient, sources: Sequence[MemoryHit]) -> str:
+    """A Markdown line linking the remembered messages an answer drew on ("" when there were none)."""
+    links = []
+    for number, hit in enumerate(sources, start=1):
+        label = f"{number}: {hit.kind}"
+        if hit.source_ts is None:
+            links.append(label)
+            continue
+        try:
+            url = client.chat_getPermalink(channel=hit.channel_id, message_ts=hit.source_ts)["permalink"]
+        except SlackApiError:
+            links.append(label)
+            continue
+        links.append(f"[{label}]({url})")
+    return f"\n\n_Drawn on: {' · '.join(links)}_" if links else ""
 
 
 def tell_if_busy(services: Services, client: WebClient, ask: SlackAsk) -> None:
@@ -140,6 +159,14 @@ def fetch_thread(client: WebClient, ask: SlackAsk, *, bot_user_id: str | None) -
 def _claim(services: Services, event_id: str) -> bool:
     with services.db.session() as session:
         return claim_event(session, event_id=event_id, lease=services.event_lease)
+
+
+def claim_once(services: Services, event_id: str) -> bool:
+    """Claim an event whose handling is a single quick step: it is done as soon as it is claimed."""
+    if not _claim(services, event_id):
+        return False
+    _finish(services, event_id, ok=True)
+    return True
 
 
 def _finish(services: Services, event_id: str | None, *, ok: bool) -> None:

