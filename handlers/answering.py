@@ -6,6 +6,7 @@ Slack event so a redelivery never answers twice, and tells the asker when someth
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +17,12 @@ from slack_sdk.errors import SlackApiError
 
 from db.memory import MemoryHit
 from db.repo import Conversation, claim_event, finish_event
-from handlers.qa import Answer, PendingAnswer, Question, ThreadMessage
+from handlers.qa import Answer, PendingAnswer, Question, Readers
 from handlers.services import Services
 from handlers.streaming import set_status, stream_answer
 from handlers.text import strip_mention
+from handlers.thread import ThreadMessage
+from handlers.tools import SlackHistory
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,12 @@ def answer_and_post(services: Services, client: WebClient, ask: SlackAsk, *, bot
         tell_if_busy(services, client, ask)
         if ask.channel_type == "im" and ask.reply_thread_ts:
             set_status(client, ask.channel_id, ask.reply_thread_ts, "is thinking…")
-        pending = services.qa.start(question)
+        readers = Readers(
+            thread=lambda: question.thread,
+            history=SlackHistory(client, bot_user_id=bot_user_id),
+            channel_type=functools.partial(services.channel_type, client),
+        )
+        pending = services.qa.start(question, readers=readers)
     except Exception:
         log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
         _finish(services, ask.event_id, ok=False)
@@ -67,7 +75,7 @@ def answer_and_post(services: Services, client: WebClient, ask: SlackAsk, *, bot
         return
     try:
         answer, ts = _stream(services, client, ask, pending)
-        services.qa.remember(question, answer, answer_ts=ts)
+        services.qa.remember(question, answer, answer_ts=ts, tool_calls=pending.tool_calls)
     except Exception:
         # stream_answer has already replaced the partial answer with FAILURE_REPLY.
         log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)

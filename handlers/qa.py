@@ -7,7 +7,7 @@ same context, fits the same budget and remembers the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -16,22 +16,15 @@ from db.memory import MemoryHit
 from db.repo import Conversation, conversation_turns, record_turn
 from db.schema import Turn, utcnow
 from db.visibility import Audience
+from handlers.agent import Agent, AgentResult, ToolCallRecord, rag_messages, store_tool_calls
 from handlers.recall import Recall
 from handlers.redact import redact
-from models.base import LLM, Completion, TokenStream
+from handlers.thread import ThreadMessage
+from handlers.tools import build_toolbox
+from models.base import LLM, Completion, PromptInfo, TokenStream
 
 EMPTY_ANSWER = "I don't have an answer to that. Could you rephrase the question?"
 HISTORY_TURNS = 20
-
-
-@dataclass(frozen=True)
-class ThreadMessage:
-    """A message already in the conversation on Slack's side (other people's replies included)."""
-
-    ts: str
-    user_id: str | None
-    text: str
-    from_ember: bool
 
 
 @dataclass(frozen=True)
@@ -54,6 +47,42 @@ class Answer:
     latency_ms: int
 
 
+@dataclass(frozen=True)
+class Readers:
+    """What the agent's tools may read from Slack for one question (none in a terminal)."""
+
+    thread: Callable[[], Sequence[ThreadMessage]] | None = None
+    history: Callable[[str, int], Sequence[ThreadMessage]] | None = None
+    channel_type: Callable[[str], str] | None = None
+
+
+class FinishedStream:
+    """An answer the agent already has whole, behind the same interface as a streaming one."""
+
+    def __init__(self, result: AgentResult, prompt: PromptInfo) -> None:
+        self._completion = Completion(
+            text=result.text,
+            model_version=result.model_version,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            seconds=0.0,
+            prompt=prompt,
+            finish_reason="deadline" if result.stopped_by == "deadline" else "stop",
+        )
+        self._pending = [result.text] if result.text else []
+
+    def __iter__(self) -> Iterator[str]:
+        while self._pending:
+            yield self._pending.pop()
+
+    def cancel(self) -> None:
+        self._pending.clear()
+
+    @property
+    def completion(self) -> Completion:
+        return self._completion
+
+
 class PendingAnswer:
     """An answer being generated: iterate `deltas` to stream it, then `result()` gives the final answer."""
 
@@ -63,11 +92,13 @@ class PendingAnswer:
         started: float,
         observer: Callable[[Completion], None] | None = None,
         sources: tuple[MemoryHit, ...] = (),
+        tool_calls: tuple[ToolCallRecord, ...] = (),
     ) -> None:
         self.stream = stream
         self._started = started
         self._observer = observer
         self.sources = sources
+        self.tool_calls = tool_calls
 
     @property
     def deltas(self) -> TokenStream:
@@ -125,11 +156,38 @@ class QAHandler:
         self.max_new_tokens = max_new_tokens
         self.answer_timeout = answer_timeout
 
-    def start(self, question: Question) -> PendingAnswer:
+    def start(self, question: Question, *, readers: Readers | None = None) -> PendingAnswer:
+        """Start answering. With a model whose chat template supports tools, the agent may look things
+        up first (the answer then arrives whole); otherwise the answer streams as it is generated."""
         started = time.perf_counter()
         messages, sources = self.prepare(question)
+        agent = self._agent(question, readers or Readers())
+        if agent.supports_tools:
+            result = agent.run(messages)
+            finished = FinishedStream(result, PromptInfo(prompt_tokens=result.prompt_tokens))
+            return PendingAnswer(finished, started, self.observer, sources, tuple(result.tool_calls))
         stream = self.engine.stream(messages, max_new_tokens=self.max_new_tokens, timeout=self.answer_timeout)
         return PendingAnswer(stream, started, self.observer, sources)
+
+    def _agent(self, question: Question, readers: Readers) -> Agent:
+        where = question.conversation
+        audience = Audience(where.workspace_id, where.channel_id)
+        recall = self.recall
+        tools = build_toolbox(
+            audience=audience,
+            search=(lambda query: recall.search(audience=audience, query=query)) if recall else None,
+            thread=readers.thread,
+            history=readers.history,
+            channel_type=readers.channel_type,
+            scrub=redact,
+        )
+        return Agent(
+            self.engine,
+            getattr(self.engine, "tokenizer", None),
+            tools,
+            deadline_s=self.answer_timeout or 300.0,
+            max_new_tokens=self.max_new_tokens,
+        )
 
     def answer(self, question: Question) -> Answer:
         return self.start(question).result()
@@ -152,13 +210,13 @@ class QAHandler:
             return messages, ()
         where = question.conversation
         hits = self.recall.search(audience=Audience(where.workspace_id, where.channel_id), query=question.text)
-        from handlers.agent import rag_messages  # TODO: module-level once ThreadMessage leaves qa.py
-
         return rag_messages(messages, hits), tuple(hits)
 
-    def remember(self, question: Question, answer: Answer, *, answer_ts: str | None) -> Turn:
+    def remember(
+        self, question: Question, answer: Answer, *, answer_ts: str | None, tool_calls: Sequence[ToolCallRecord] = ()
+    ) -> Turn:
         with self.db.session() as session:
-            return record_turn(
+            turn = record_turn(
                 session,
                 conversation=question.conversation,
                 user_id=question.user_id,
@@ -173,6 +231,8 @@ class QAHandler:
                 latency_ms=answer.latency_ms,
                 asked_at=question.asked_at,
             )
+            store_tool_calls(session, turn_id=turn.id, calls=tool_calls)
+            return turn
 
 
 def _merge_history(

@@ -19,8 +19,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from db.visibility import Audience, can_see
-from handlers.qa import ThreadMessage
 from handlers.text import strip_mention
+from handlers.thread import ThreadMessage
 
 log = logging.getLogger(__name__)
 

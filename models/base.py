@@ -6,11 +6,14 @@ EMBER_LLM_BACKEND and nothing else. No torch here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-Message = dict[str, str]
+# Content is text; an assistant message that called tools also carries `tool_calls` (a list).
+Message = dict[str, Any]
+# Tool schemas in the OpenAI function format, for chat templates that support tools.
+Tools = Sequence[Mapping[str, Any]] | None
 FinishReason = Literal["stop", "length", "cancelled", "deadline", "error"]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from models import loading
-from models.base import Completion, FinishReason, Message, PromptInfo, SwapError
+from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools
 from models.prompt import fit
 
 if TYPE_CHECKING:
@@ -194,13 +194,14 @@ class Engine:
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
+        tools: Tools = None,
     ) -> Stream:
         budget = self.context_window - max_new_tokens
         if budget <= 0:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in a {self.context_window}-token window")
         # Versions of one model share a tokenizer, so fitting needs no lock; submitting does, so that a
         # request never lands on a version a concurrent swap has just retired.
-        fitted = fit(self.tokenizer, messages, budget)
+        fitted = fit(self.tokenizer, messages, budget, tools=tools)
         with self._lock:
             if self._closed:
                 raise EngineClosed("the engine is closed")
@@ -223,8 +224,9 @@ class Engine:
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
+        tools: Tools = None,
     ) -> Completion:
-        stream = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout)
+        stream = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools)
         for _ in stream:
             pass
         return stream.completion

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from models.base import Completion, FinishReason, Message, PromptInfo, SwapError
+from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools
 from models.prompt import PromptTooLong, fit
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ class OpenAIEngine:
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
+        tools: Tools = None,
     ) -> OpenAIStream:
         """Send the request and wait for the server to accept it; iterate the result for text deltas."""
         if max_new_tokens <= 0:
@@ -150,7 +151,7 @@ class OpenAIEngine:
         sent, shape = self._fit(messages, max_new_tokens)
         body: dict[str, Any] = {
             "model": model,
-            "messages": sent,
+            "messages": [_on_the_wire(message) for message in sent],
             "max_tokens": max_new_tokens,
             "temperature": 0,
             "stream": True,
@@ -158,6 +159,8 @@ class OpenAIEngine:
         }
         if stop:
             body["stop"] = list(stop)
+        if tools:
+            body["tools"] = list(tools)
         request = OpenAIStream(self, version=version, shape=shape, started=started, deadline=deadline)
         with self._lock:
             self._in_flight.add(request)
@@ -175,8 +178,9 @@ class OpenAIEngine:
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
+        tools: Tools = None,
     ) -> Completion:
-        request = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout)
+        request = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools)
         for _ in request:
             pass
         return request.completion
@@ -625,3 +629,17 @@ if TYPE_CHECKING:  # mypy checks that OpenAIEngine is an LLM and OpenAIStream a 
 
     def _is_token_stream(stream: OpenAIStream) -> TokenStream:
         return stream
+
+
+def _on_the_wire(message: Message) -> Message:
+    """The OpenAI API wants tool-call arguments as a JSON string; chat templates (and the agent) use a dict."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    wired = []
+    for call in calls:
+        function = dict(call.get("function", {}))
+        if not isinstance(function.get("arguments"), str):
+            function["arguments"] = json.dumps(function.get("arguments") or {})
+        wired.append({"type": "function", **call, "function": function})
+    return {**message, "tool_calls": wired}

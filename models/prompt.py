@@ -6,14 +6,16 @@ the question alone is still too long is the question itself cut (and the caller 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-Message = dict[str, str]
+# Content is text; an assistant message that called tools also carries `tool_calls` (a list).
+Message = dict[str, Any]
+Tools = Sequence[Mapping[str, Any]] | None
 
 
 class PromptTooLong(Exception):
@@ -32,14 +34,21 @@ class FittedPrompt:
         return self.question_chars_kept < self.question_chars
 
 
-def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
-    ids: Any = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, tools: Tools = None) -> list[int]:
+    ids: Any = tokenizer.apply_chat_template(
+        list(messages),
+        tools=[dict(tool) for tool in tools] if tools else None,
+        add_generation_prompt=True,
+        tokenize=True,
+    )
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return list(ids)
 
 
-def fit(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], budget: int) -> FittedPrompt:
+def fit(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], budget: int, *, tools: Tools = None
+) -> FittedPrompt:
     """Return token ids for `messages` in at most `budget` tokens.
 
     `messages` is [system?] + history + [question]; the last message is the one being answered.
@@ -49,20 +58,25 @@ def fit(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], budget:
     question = messages[-1]
     dropped = 0
     while True:
-        ids = render(tokenizer, [*system, *history, question])
+        ids = render(tokenizer, [*system, *history, question], tools=tools)
         if len(ids) <= budget:
             return FittedPrompt(ids, dropped, len(question["content"]), len(question["content"]))
         if not history:
             break
         history.pop(0)
         dropped += 1
-    return _cut_question(tokenizer, system, question, budget, dropped)
+    return _cut_question(tokenizer, system, question, budget, dropped, tools)
 
 
 def _cut_question(
-    tokenizer: PreTrainedTokenizerBase, system: list[Message], question: Message, budget: int, dropped: int
+    tokenizer: PreTrainedTokenizerBase,
+    system: list[Message],
+    question: Message,
+    budget: int,
+    dropped: int,
+    tools: Tools,
 ) -> FittedPrompt:
-    overhead = len(render(tokenizer, [*system, {"role": question["role"], "content": ""}]))
+    overhead = len(render(tokenizer, [*system, {"role": question["role"], "content": ""}], tools=tools))
     room = budget - overhead
     if room <= 0:
         raise PromptTooLong(f"the system prompt alone takes {overhead} of {budget} tokens")
@@ -71,7 +85,7 @@ def _cut_question(
     # Decoding then re-encoding can shift a token boundary, so shrink until the rendering fits.
     while room > 0:
         kept = str(tokenizer.decode(tokens[:room], skip_special_tokens=True))
-        ids = render(tokenizer, [*system, {"role": question["role"], "content": kept}])
+        ids = render(tokenizer, [*system, {"role": question["role"], "content": kept}], tools=tools)
         if len(ids) <= budget:
             return FittedPrompt(ids, dropped, len(content), len(kept))
         room -= max(1, len(ids) - budget)

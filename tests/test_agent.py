@@ -36,8 +36,9 @@ from handlers.agent import (
     store_tool_calls,
     template_supports_tools,
 )
-from handlers.qa import QAHandler, ThreadMessage
+from handlers.qa import QAHandler
 from handlers.services import Services
+from handlers.thread import ThreadMessage
 from handlers.tools import MAX_RESULT_CHARS, SlackHistory, ToolBox, build_toolbox, read_channel
 from models.base import Completion, PromptInfo
 from tests.chat_templates import QWEN2_5_INSTRUCT
