@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from db.memory import MemoryHit
 from db.repo import Conversation, claim_event, finish_event
+from handlers.feedback import feedback_blocks
 from handlers.qa import Answer, PendingAnswer, Question, Readers
 from handlers.services import Services
 from handlers.streaming import set_status, stream_answer
@@ -102,6 +103,7 @@ def _stream(services: Services, client: WebClient, ask: SlackAsk, pending: Pendi
         support=services.streaming,
         team_id=ask.workspace_id,
         final_text=final_text,
+        blocks=feedback_blocks(ask.ts or ""),
         error_text=FAILURE_REPLY,
         update_interval=services.stream_interval,
     )

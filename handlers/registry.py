@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from slack_bolt import App
 
+from db.feedback import CorrectionSink
 from handlers.commands import FORGET_CANCEL, FORGET_CONFIRM, on_ember_command, on_forget_cancel, on_forget_confirm
+from handlers.feedback import register_feedback
 from handlers.mentions import on_app_mention
 from handlers.messages import on_message
 
 
-def register(app: App, *, command: str = "/ember") -> None:
+def register(app: App, *, command: str = "/ember", on_correction: CorrectionSink | None = None) -> None:
     app.event("app_mention")(on_app_mention)
     # Every message event is acknowledged (Slack retries anything else); only DMs are answered.
     app.event("message")(on_message)
     app.command(command)(on_ember_command)
     app.action(FORGET_CONFIRM)(on_forget_confirm)
     app.action(FORGET_CANCEL)(on_forget_cancel)
+    # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
+    register_feedback(app, on_correction=on_correction)
