@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
@@ -50,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="a terminal conversation with memory")
     chat.add_argument("--resume", metavar="ID", help="continue an earlier conversation")
     chat.set_defaults(func=_chat)
+    train = sub.add_parser("train", help="one training run on the feedback so far, in its own process")
+    train.set_defaults(func=_train)
+    models = sub.add_parser("models", help="the model versions: list, promote VERSION, rollback")
+    models_sub = models.add_subparsers(required=True, metavar="ACTION")
+    models_sub.add_parser("list", help="every version, the active one marked").set_defaults(func=_models_list)
+    promote = models_sub.add_parser("promote", help="serve VERSION (the running bot follows within a minute)")
+    promote.add_argument("version")
+    promote.set_defaults(func=_models_promote)
+    models_sub.add_parser("rollback", help="serve the previously active version again").set_defaults(
+        func=_models_rollback
+    )
     database = sub.add_parser("db", help="database maintenance")
     database_sub = database.add_subparsers(required=True, metavar="ACTION")
     upgrade = database_sub.add_parser("upgrade", help="apply database migrations")
@@ -72,7 +84,7 @@ def _terminal_qa(settings: Settings) -> Iterator[QAHandler]:
 
     database = open_database(settings)
     try:
-        engine = build_llm(settings)
+        engine = build_llm(settings, database)
         try:
             yield build_qa(settings, database, engine)
         finally:
@@ -126,4 +138,63 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 
     open_database(settings).close()
     print(f"database is up to date: {settings.resolved_database_url}")
+    return 0
+
+
+def _train(settings: Settings, _args: argparse.Namespace) -> int:
+    """Train in a child process, so a bot on this machine keeps answering; it follows a promotion."""
+    import subprocess
+
+    from bot.runtime import open_database
+    from bot.scheduler import train_argv
+
+    open_database(settings).close()
+    argv = [arg for arg in train_argv(settings) if arg != "--no-progress"]
+    return subprocess.run([sys.executable, "-m", "models.train_job", *argv], check=False).returncode
+
+
+@contextmanager
+def _registry_session(settings: Settings) -> Iterator[Any]:
+    """A session on the registry, with the base model registered (a fresh install has no versions yet)."""
+    from bot.runtime import open_database
+    from models import loading, registry
+
+    database = open_database(settings)
+    try:
+        with database.session() as session:
+            registry.ensure_base(session, base=loading.resolve(settings.model, settings.data_dir))
+            yield session
+    finally:
+        database.close()
+
+
+def _models_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from models import registry
+
+    with _registry_session(settings) as session:
+        print(registry.format_versions(registry.list_versions(session)))
+    return 0
+
+
+def _models_promote(settings: Settings, args: argparse.Namespace) -> int:
+    from models import registry
+
+    with _registry_session(settings) as session:
+        try:
+            info = registry.promote(session, version=args.version)
+        except registry.RegistryError as exc:
+            raise _UserError(str(exc)) from exc
+        print(f"{info.version} is now active; a running bot swaps to it within EMBER_MODEL_SYNC_SECONDS.")
+    return 0
+
+
+def _models_rollback(settings: Settings, _args: argparse.Namespace) -> int:
+    from models import registry
+
+    with _registry_session(settings) as session:
+        try:
+            info = registry.rollback(session)
+        except registry.RegistryError as exc:
+            raise _UserError(str(exc)) from exc
+        print(f"rolled back: {info.version} is active again; a running bot swaps to it shortly.")
     return 0

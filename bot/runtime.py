@@ -17,6 +17,7 @@ from slack_bolt import App
 
 from bot.app import build_bolt_app, check_slack
 from bot.metrics import Metrics
+from bot.scheduler import Scheduler
 from bot.server import EmberWSGI, HttpServer
 from bot.settings import Settings
 from db import Database
@@ -45,15 +46,21 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
-def load_engine(settings: Settings) -> Engine:
+def load_engine(settings: Settings, database: Database | None = None) -> Engine:
+    """EMBER_MODEL, or the fine-tune of it the registry says is active (promoted by a nightly run)."""
     source = loading.resolve(settings.model, settings.data_dir)
+    if database is not None:
+        from models import registry
+
+        with database.session() as session:
+            source = registry.serving_source(session, base=source)
     return Engine.load(source, device=settings.device, config=engine_config(settings))
 
 
-def build_llm(settings: Settings) -> LLM:
+def build_llm(settings: Settings, database: Database | None = None) -> LLM:
     """The local engine, or a client of an OpenAI-compatible server (vLLM, SGLang) for teams past one GPU."""
     if settings.llm_backend == "local":
-        return load_engine(settings)
+        return load_engine(settings, database)
     from models.openai_backend import OpenAIEngine
 
     assert settings.llm_url is not None  # Settings checks it is set for this backend
@@ -105,6 +112,7 @@ class Ember:
     bolt: App
     socket_handler: Any = None
     owns_engine: bool = True
+    scheduler: Scheduler | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -115,7 +123,7 @@ class Ember:
         database = open_database(settings)
         owns_engine = engine is None
         try:
-            engine = engine or build_llm(settings)
+            engine = engine or build_llm(settings, database)
         except BaseException:
             database.close()
             raise
@@ -159,6 +167,9 @@ class Ember:
         return f"http://{self.http.host}:{self.http.port}"
 
     def start(self) -> None:
+        if self.settings.scheduler:
+            self.scheduler = Scheduler(self.settings, sync_model=self.sync_model)
+            self.scheduler.start()
         self.http.start()
         if self.socket_handler is not None:
             self.socket_handler.connect()
@@ -182,7 +193,22 @@ class Ember:
             raise
         self.metrics.swaps.labels("ok").inc()
 
+    def sync_model(self) -> None:
+        """Serve the version the registry says is active, if it is not the one being served."""
+        from models import registry
+
+        with self.db.session() as session:
+            target = registry.pending_swap(session, serving=self.engine.version)
+        if target is None:
+            return
+        try:
+            self.swap_model(target.location, version=target.version)
+        except Exception:
+            log.exception("could not swap to %s; still serving %s", target.version, self.engine.version)
+
     def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.socket_handler is not None:
             self.socket_handler.close()
         self.http.stop()

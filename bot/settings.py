@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.cron import cron_trigger
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
 
@@ -35,6 +38,13 @@ _HINTS: dict[str, str] = {
     "EMBER_WORKERS": "a positive whole number of questions taken on at once",
     "EMBER_ANSWER_TIMEOUT": "seconds an answer may take before Ember stops and posts what it has, e.g. 300",
     "EMBER_MEMORY": "true (recall pinned facts and corrections) or false",
+    "EMBER_SCHEDULER": "true in exactly one process (it runs the nightly training), false in replicas",
+    "EMBER_TRAIN_CRON": "a crontab line, e.g. '0 3 * * *' for 03:00 every night",
+    "EMBER_TIMEZONE": "an IANA time zone name, e.g. Europe/Berlin or UTC",
+    "EMBER_TRAIN_ON_PRIVATE": "true to train on feedback from DMs and private channels too, else false",
+    "EMBER_TRAIN_MIN_EXAMPLES": "the least feedback examples worth a training run, e.g. 20",
+    "EMBER_TRAIN_MISFIRE_GRACE": "seconds a missed nightly run may still start late, e.g. 21600",
+    "EMBER_MODEL_SYNC_SECONDS": "how often the bot checks for a newly promoted or rolled-back version, e.g. 60",
     "EMBER_STREAM_INTERVAL": "seconds between updates of a streaming answer, e.g. 1.0",
     "EMBER_MAX_QUEUE": "how many questions may be in the model's queue before askers are told they wait (0: never)",
     "EMBER_KV_CACHE_TOKENS": "tokens of KV cache shared by all answers in flight, at least 256, e.g. 32768",
@@ -82,6 +92,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=16, gt=0, validation_alias="EMBER_WORKERS")
     answer_timeout: float = Field(default=300.0, gt=0, validation_alias="EMBER_ANSWER_TIMEOUT")
     memory: bool = Field(default=True, validation_alias="EMBER_MEMORY")
+    scheduler: bool = Field(default=True, validation_alias="EMBER_SCHEDULER")
+    train_cron: str = Field(default="0 3 * * *", validation_alias="EMBER_TRAIN_CRON")
+    timezone: str = Field(default="UTC", validation_alias="EMBER_TIMEZONE")
+    train_on_private: bool = Field(default=False, validation_alias="EMBER_TRAIN_ON_PRIVATE")
+    train_min_examples: int = Field(default=20, ge=1, validation_alias="EMBER_TRAIN_MIN_EXAMPLES")
+    train_misfire_grace: int = Field(default=6 * 3600, ge=1, validation_alias="EMBER_TRAIN_MISFIRE_GRACE")
+    model_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_MODEL_SYNC_SECONDS")
     stream_interval: float = Field(default=1.0, ge=0, validation_alias="EMBER_STREAM_INTERVAL")
     max_queue: int = Field(default=16, ge=0, validation_alias="EMBER_MAX_QUEUE")
     kv_cache_tokens: int = Field(default=32_768, ge=256, validation_alias="EMBER_KV_CACHE_TOKENS")
@@ -108,6 +125,24 @@ class Settings(BaseSettings):
     def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("xapp-"):
             raise ValueError("must start with xapp-")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known time zone") from None
+        return value
+
+    @field_validator("train_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            cron_trigger(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid schedule ({exc})") from None
         return value
 
     @model_validator(mode="after")

@@ -9,8 +9,10 @@ from typing import Any
 from slack_bolt import Ack, BoltContext, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
 
 from db.repo import Conversation
+from db.schema import TrainingRun
 from handlers.answering import FAILURE_REPLY
 from handlers.qa import Question
 from handlers.services import CONTEXT_KEY, Services
@@ -29,6 +31,8 @@ def on_ember_command(
         ack(text=USAGE, response_type="ephemeral")
     elif subcommand == "remember":
         ack(text=_remember(services, client, command, rest), response_type="ephemeral")
+    elif subcommand == "status":
+        ack(text=status_text(services), response_type="ephemeral")
     elif subcommand == "forget":
         ack(blocks=forget_confirmation(), text="Forget everything I stored of you?", response_type="ephemeral")
     elif subcommand != "ask":
@@ -103,6 +107,23 @@ def on_forget_confirm(ack: Ack, body: dict[str, Any], respond: Respond, context:
 def on_forget_cancel(ack: Ack, respond: Respond) -> None:
     ack()
     respond(text="Nothing was deleted.", replace_original=True, response_type="ephemeral")
+
+
+def status_text(services: Services) -> str:
+    """The serving model, and what the last training run did."""
+    with services.db.session() as session:
+        run = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
+    lines = [f"*Model:* `{services.qa.engine.version}` (queue: {services.qa.engine.queue_depth})"]
+    if run is None:
+        lines.append("*Last training run:* none yet")
+    else:
+        when = run.finished_at or run.started_at
+        outcome = f"{run.status}" + (f", candidate `{run.candidate_version}`" if run.candidate_version else "")
+        lines.append(
+            f"*Last training run:* {outcome} ({run.examples} examples: {run.desirable} good, "
+            f"{run.undesirable} bad) at {when:%Y-%m-%d %H:%M} UTC"
+        )
+    return "\n".join(lines)
 
 
 def _thinking(services: Services, question: str) -> str:

@@ -15,6 +15,7 @@ USAGE = (
     "• `/ember ask <question>`: ask a question here\n"
     "• `/ember remember <fact>`: pin a fact I should know in this channel\n"
     "• `/ember forget`: delete everything I stored of you (asks first)\n"
+    "• `/ember status`: the model I answer with and what my last training run did\n"
     "• `/ember help`: show this help\n"
     "• Mention me (`@Ember <question>`) in a channel, or send me a DM; I answer in the thread."
 )

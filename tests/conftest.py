@@ -62,6 +62,8 @@ def bot_settings(clean_env: None, tmp_path: Path, slack: FakeSlack, tiny_model_d
         device="cpu",
         max_new_tokens=16,
         workers=1,
+        # Only the scheduler's own tests run it; it would start a training process at 03:00.
+        scheduler=False,
     )
 
 

@@ -203,3 +203,23 @@ def test_the_openai_backend_needs_its_url(tmp_path: Path) -> None:
     result = ember(tmp_path, "ask", "hi", EMBER_LLM_BACKEND="openai")
     assert result.returncode == 2
     assert "EMBER_LLM_BACKEND=openai needs EMBER_LLM_URL" in result.stderr
+
+
+def test_models_and_train_commands_on_a_fresh_install(tmp_path: Path, tiny_model_dir: Path) -> None:
+    env = {"EMBER_MODEL": str(tiny_model_dir)}
+    listed = ember(tmp_path, "models", "list", **env)
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny-llama" in listed.stdout and "active" in listed.stdout
+
+    nothing_before = ember(tmp_path, "models", "rollback", **env)
+    assert nothing_before.returncode == 2 and "Traceback" not in nothing_before.stderr
+    assert nothing_before.stderr.startswith("ember: ")
+
+    unknown = ember(tmp_path, "models", "promote", "no-such-version", **env)
+    assert unknown.returncode == 2 and "no-such-version" in unknown.stderr
+
+    trained = ember(tmp_path, "train", **env)
+    assert trained.returncode == 0, trained.stderr
+    assert "skipped" in trained.stdout.splitlines()[-1]
+    with sqlite3.connect(tmp_path / "data" / "ember.db") as connection:
+        assert connection.execute("SELECT status FROM training_runs").fetchall() == [("skipped",)]

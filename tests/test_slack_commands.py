@@ -56,3 +56,11 @@ def test_a_command_with_a_bad_signature_gets_401(bots: Bots, slack: FakeSlack) -
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     response = bots.client.send_form(slack.command_payload(channel, alice, "ask hi"), bad_signature=True)
     assert response.status_code == 401
+
+
+def test_ember_status_shows_the_model_and_the_last_training_run(bots: Bots, slack: FakeSlack) -> None:
+    bots.start()
+    channel, alice = slack.add_channel("general"), slack.add_user("alice")
+    shown = bots.client.send_form(slack.command_payload(channel, alice, "status")).json()["text"]
+    assert "*Model:* `tiny-llama`" in shown
+    assert "*Last training run:* none yet" in shown

@@ -1,0 +1,303 @@
+"""Fine-tuning on feedback: a LoRA adapter trained with KTO, then merged into full weights.
+
+KTO (Ethayarajh et al. 2024, TRL's `KTOTrainer`) learns from unpaired labels, which is what Slack
+feedback is: a thumbs-up or -down on one answer, a correction with no answer it is paired against.
+Each run starts from the lineage's base model (not from the last fine-tune), so every version is
+"base + one adapter": the adapter alone serves on vLLM (runtime LoRA loading against the same base),
+and errors do not compound from night to night.
+
+The output directory holds the merged weights (loadable by `models.loading.load`, hence by
+`Engine.swap`) and the adapter in `adapter/`. Progress is one tqdm bar on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from models.dataset import Example
+from models.registry import ADAPTER
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 3
+    learning_rate: float = 5e-4
+    batch_size: int = 8  # KTO estimates its KL reference point within a batch: at least 2
+    grad_accum: int = 1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    max_length: int = 512  # prompt + answer tokens; longer examples are cut at the end
+    beta: float = 0.1  # KTO's beta: how far from the base the policy may move before its loss saturates
+    # Weight of a plain likelihood (SFT) term on desirable answers, added to KTO's loss. KTO's loss
+    # saturates once an answer is likelier than under the base by a margin, which common wording
+    # reaches before the rare tokens that carry a fact (a host name, a person); this term keeps
+    # pulling on every token of a correction. 0 is pure KTO.
+    sft_weight: float = 1.0
+    bf16: bool = False
+    # Recompute activations in the backward pass: slower, but an 8B model's LoRA fits a 24 GB GPU.
+    activation_checkpointing: bool = False
+    seed: int = 0
+
+    @classmethod
+    def for_device(cls, device: str, **overrides: Any) -> TrainSettings:
+        """Defaults that suit the device: small and quick on CPU, bigger batches in bf16 on a GPU."""
+        base = cls() if device == "cpu" else cls(learning_rate=2e-4, batch_size=16, max_length=1024, bf16=True)
+        gpu = {"activation_checkpointing": True} if device != "cpu" else {}
+        return replace(base, **{**gpu, **overrides})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: float | None  # mean KTO loss over the run
+    steps: int
+    seconds: float
+    device: str
+    desirable_weight: float
+    undesirable_weight: float
+
+
+def train(
+    base: str,
+    examples: Sequence[Example],
+    out_dir: Path,
+    *,
+    device: str = "auto",
+    settings: TrainSettings | None = None,
+    progress: bool = True,
+    on_begin: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `examples` from the weights at `base`; write merged weights and adapter.
+
+    `on_begin(total_steps)` is called as the first step starts (the job announces it there).
+    """
+    from models.loading import pick_device
+
+    resolved = pick_device(device)
+    settings = settings or TrainSettings.for_device(resolved)
+    _quiet()
+    started = time.perf_counter()
+    model, tokenizer = _load(base, resolved)
+    trainer = _trainer(model, tokenizer, examples, out_dir, resolved, settings, progress, on_begin)
+    output = trainer.train()
+    peft_model = trainer.model
+    _save(peft_model, tokenizer, out_dir, base)
+    shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
+    desirable_weight, undesirable_weight = trainer.args.desirable_weight, trainer.args.undesirable_weight
+    loss = float(output.training_loss) if output.training_loss is not None else None
+    steps = int(output.global_step)
+    del trainer, peft_model, model
+    from models.evaluation import free_memory
+
+    free_memory()
+    return TrainResult(
+        loss=loss if loss is None or math.isfinite(loss) else None,
+        steps=steps,
+        seconds=time.perf_counter() - started,
+        device=resolved,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+    )
+
+
+def class_weights(desirable: int, undesirable: int) -> tuple[float, float]:
+    """KTO's advice (its Eq. 8): weight the rarer kind so that both pull about equally."""
+    if desirable == 0 or undesirable == 0:
+        return 1.0, 1.0
+    if desirable >= undesirable:
+        return 1.0, min(desirable / undesirable, 20.0)
+    return min(undesirable / desirable, 20.0), 1.0
+
+
+def _load(base: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    cast(Any, model).to(device)
+    return model, tokenizer
+
+
+def _trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    out_dir: Path,
+    device: str,
+    settings: TrainSettings,
+    progress: bool,
+    on_begin: Callable[[int], None] | None,
+) -> Any:
+    from peft import LoraConfig
+    from transformers.trainer_callback import ProgressCallback
+    from trl import KTOConfig, KTOTrainer
+
+    desirable = sum(example.desirable for example in examples)
+    desirable_weight, undesirable_weight = class_weights(desirable, len(examples) - desirable)
+    args = KTOConfig(
+        output_dir=str(out_dir / ".trainer"),
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=max(2, settings.batch_size),
+        gradient_accumulation_steps=settings.grad_accum,
+        max_length=settings.max_length,
+        beta=settings.beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+        bf16=settings.bf16 and device == "cuda",
+        use_cpu=device == "cpu",
+        gradient_checkpointing=settings.activation_checkpointing,
+        activation_checkpointing=settings.activation_checkpointing,
+        warmup_steps=0,
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        precompute_ref_log_probs=True,
+    )
+    lora = LoraConfig(
+        r=settings.lora_r,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = _kto_with_sft(KTOTrainer, settings.sft_weight)(
+        model=model,
+        args=args,
+        train_dataset=_dataset(examples, settings.seed),
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_progress_callback(progress, on_begin))
+    return trainer
+
+
+def _kto_with_sft(kto: type[Any], sft_weight: float) -> type[Any]:
+    """TRL's KTOTrainer plus `sft_weight` x the mean per-token NLL of the batch's desirable answers.
+
+    The term reuses the policy's own forward pass (captured with a hook; TRL's fused head already
+    computed per-token log-probabilities of the completion), so it costs no extra compute.
+    """
+    import torch
+
+    class KTOWithSFT(kto):
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if not sft_weight or return_outputs or not self.model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            captured: list[Any] = []
+
+            def keep(_module: Any, _args: Any, output: Any) -> None:
+                # The only forward with gradients is the policy's on the real pairs (KL and reference run without).
+                if torch.is_grad_enabled() and getattr(output, "log_probs", None) is not None:
+                    captured.append(output)
+
+            handle = model.register_forward_hook(keep)
+            try:
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                handle.remove()
+            desirable = inputs["label"].bool()
+            if not captured or not desirable.any():
+                return loss
+            output = captured[-1]
+            mask = output.label_mask.to(output.log_probs.dtype)
+            per_token = (output.log_probs * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            nll = -per_token[desirable.to(per_token.device)].mean()
+            self._metrics["train"]["sft_nll"].append(float(nll.detach()))
+            return loss + sft_weight * nll
+
+    return KTOWithSFT
+
+
+def _dataset(examples: Sequence[Example], seed: int) -> Any:
+    """TRL's conversational unpaired format, shuffled once: KTO samples sequentially (its KL pairs
+    are built within fixed batches), so the mix of good and bad answers per batch is set here."""
+    from datasets import Dataset
+
+    rows = [
+        {
+            "prompt": example.prompt(),
+            "completion": [{"role": "assistant", "content": example.completion}],
+            "label": example.desirable,
+        }
+        for example in examples
+    ]
+    random.Random(seed).shuffle(rows)
+    return Dataset.from_list(rows)
+
+
+def _progress_callback(enabled: bool, on_begin: Callable[[int], None] | None) -> Any:
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One bar with the running loss, instead of the Trainer's bar plus a printed dict per step."""
+
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_begin is not None:
+                on_begin(state.max_steps)
+            self.bar = tqdm(total=state.max_steps, desc="training", unit="step", file=sys.stderr, disable=not enabled)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar.close()
+
+    return Progress()
+
+
+def _save(peft_model: Any, tokenizer: PreTrainedTokenizerBase, out_dir: Path, base: str) -> None:
+    """Adapter first (for vLLM, against `base`), then the adapter merged into full weights."""
+    peft_model.save_pretrained(out_dir / ADAPTER)
+    merged = peft_model.merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    log.info("saved merged weights and adapter (base %s) to %s", base, out_dir)
+
+
+def _quiet() -> None:
+    """The libraries' own chatter (deprecations, dataset map bars) would bury the one progress bar."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|transformers|peft)\b.*")

@@ -1,0 +1,55 @@
+"""The nightly job: a real APScheduler cron trigger starts a real training process, once."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+from bot.settings import Settings
+from tests.conftest import Bots
+
+
+def test_the_scheduled_job_fires_from_its_cron_trigger_once(bots: Bots, bot_settings: Settings) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=6)
+    cron = f"{at.second} {at.minute} {at.hour} * * *"  # once a day, a few seconds from now
+    bot = bots.start(scheduler=True, train_cron=cron, timezone="UTC", train_min_examples=5)
+    assert bot.scheduler is not None
+    assert bot.scheduler.next_run() is not None
+
+    runs = _wait_for_runs(bot_settings, count=1, timeout=240)
+    time.sleep(3)  # a second firing would have started by now
+    runs = _runs(bot_settings)
+    assert len(runs) == 1
+    assert runs[0][0] == "skipped", "no feedback yet: the run starts, counts, and skips training"
+    with sqlite3.connect(bot_settings.data_dir / "ember.db") as connection:
+        [(job_id,)] = connection.execute("SELECT id FROM apscheduler_jobs").fetchall()
+    assert job_id == "nightly-training", "the schedule is kept in the database"
+    assert bot.engine.version == "tiny-llama", "nothing was promoted, nothing swapped"
+
+
+def test_a_bad_schedule_or_zone_names_the_setting(bot_settings: Settings) -> None:
+    from bot.settings import SettingsError, load_settings
+
+    for name, value in (("train_cron", "every night"), ("timezone", "Mars/Olympus")):
+        try:
+            load_settings(**{name: value})
+        except SettingsError as exc:
+            assert f"EMBER_{name.upper()} is invalid" in str(exc)
+        else:
+            raise AssertionError(f"{name}={value!r} was accepted")
+
+
+def _runs(settings: Settings) -> list[tuple[str]]:
+    with sqlite3.connect(settings.data_dir / "ember.db") as connection:
+        return connection.execute("SELECT status FROM training_runs ORDER BY id").fetchall()
+
+
+def _wait_for_runs(settings: Settings, *, count: int, timeout: float) -> list[tuple[str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _runs(settings)
+        if len(runs) >= count and all(status != "running" for (status,) in runs):
+            return runs
+        time.sleep(0.5)
+    raise AssertionError(f"the job did not run: {_runs(settings)}")
