@@ -380,6 +380,7 @@ class Scores:
     asked: float  # the very questions asked during the day: memorised, for comparison
     general: float
     fact_answers: list[str]
+    general_answers: list[str]
 
 
 def score(location: str, facts: Sequence[Fact]) -> Scores:
@@ -392,6 +393,7 @@ def score(location: str, facts: Sequence[Fact]) -> Scores:
         asked=_accuracy(asked_answers, [(f.key,) for f in facts for _ in f.asked]),
         general=_accuracy(general_answers, [keys for _, keys in GENERAL]),
         fact_answers=fact_answers,
+        general_answers=general_answers,
     )
 
 
@@ -554,6 +556,9 @@ def _report(
         questions = [q for fact in facts for q in fact.paraphrases]
         for question, answer in zip(questions, after.fact_answers, strict=True):
             print(f"  Q: {question}\n  A: {answer}")
+        for (question, keys), old, new in zip(GENERAL, before.general_answers, after.general_answers, strict=True):
+            if correct(old, keys) != correct(new, keys):
+                print(f"  general Q: {question}\n    before: {old}\n    after:  {new}")
     print()
     print(f"learning benchmark: {loading.PACKAGED_VERSION} on CPU ({os.cpu_count()} cores), retrieval off")
     print(f"team facts: {len(facts)} ({2 * len(facts)} held-out paraphrases); general questions: {len(GENERAL)}")

@@ -33,6 +33,10 @@ from db.visibility import Audience, is_public, visible_to
 KINDS = ("fact", "correction", "turn")
 # Standard RRF constant: damps the difference between rank 1 and rank 2 of either list.
 RRF_K = 60
+# A keyword rank counts half a vector rank: a reworded question shares few words with the memory that
+# answers it (so keyword lists are noisier), while a query naming an exact identifier (a host, a ticket)
+# still lifts that memory to the top.
+KEYWORD_WEIGHT = 0.5
 # How many candidates each half contributes to the fusion.
 CANDIDATES = 50
 VECTOR_DTYPE = np.dtype("<f4")  # the storage format of memories.embedding (see models.embeddings.to_bytes)
@@ -299,7 +303,7 @@ def _encode(vector: np.ndarray) -> bytes:
 def _decode(blobs: Sequence[bytes]) -> np.ndarray:
     if not blobs:
         return np.empty((0, 0), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), -1).astype(np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), -1).astype(np.float32, copy=False)
 
 
 # --- searching -----------------------------------------------------------------------------------
@@ -315,28 +319,34 @@ def search_memories(
     kinds: set[str] | None = None,
     index: VectorIndex | None = None,
     candidates: int = CANDIDATES,
+    query_vector: np.ndarray | None = None,
 ) -> list[MemoryHit]:
-    """The `k` memories that best answer `query` among those `audience` may see, best first."""
+    """The `k` memories that best answer `query` among those `audience` may see, best first.
+    `query_vector`: the query's embedding, if the caller already has it (it is computed otherwise)."""
     if k <= 0 or not query.strip() or (kinds is not None and not kinds):
         return []
     pool = max(candidates, k)
-    vector = _embed_one(embedder, query)
+    vector = _embed_one(embedder, query) if query_vector is None else np.asarray(query_vector, np.float32)
     by_vector = vector_search(
         session, audience=audience, vector=vector, model=embedder.name, k=pool, kinds=kinds, index=index
     )
     by_keyword = keyword_search(session, audience=audience, query=query, k=pool, kinds=kinds)
-    fused = reciprocal_rank_fusion([[memory_id for memory_id, _ in by_vector], by_keyword])
+    fused = reciprocal_rank_fusion(
+        [[memory_id for memory_id, _ in by_vector], by_keyword], weights=[1.0, KEYWORD_WEIGHT]
+    )
     similarities = dict(by_vector)
     # A few spare ids: one the index still holds may have been deleted since (it is dropped below).
     return _read_hits(session, audience, fused[: k + 5], similarities)[:k]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], *, k: int = RRF_K) -> list[tuple[int, float]]:
-    """Fuse ranked id lists: each id scores sum(1 / (k + rank)); highest first, ties by id."""
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]], *, weights: Sequence[float] | None = None, k: int = RRF_K
+) -> list[tuple[int, float]]:
+    """Fuse ranked id lists: each id scores sum(weight / (k + rank)); highest first, ties by id."""
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, memory_id in enumerate(ranking, start=1):
-            scores[memory_id] = scores.get(memory_id, 0.0) + 1.0 / (k + rank)
+            scores[memory_id] = scores.get(memory_id, 0.0) + weight / (k + rank)
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -41,6 +41,15 @@ def packaged_model_dir() -> Path:
     raise EmbedderMissing(f"the embedding model {MODEL_NAME} is not installed; install it with `{PIP_INSTALL}`")
 
 
+def _model_name(model_dir: Path) -> str:
+    """What memories.embedding_model records: vectors of different models must never be compared."""
+    try:
+        packaged = packaged_model_dir()
+    except EmbedderMissing:
+        return model_dir.name
+    return MODEL_NAME if model_dir.resolve() == packaged.resolve() else model_dir.name
+
+
 def to_bytes(vec: np.ndarray) -> bytes:
     """One vector as stored in memories.embedding."""
     return np.ascontiguousarray(vec, dtype=DTYPE).tobytes()
@@ -70,8 +79,7 @@ class Embedder:
         model_dir = Path(path) if path is not None else packaged_model_dir()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
-        name = MODEL_NAME if path is None else model_dir.name
-        return cls(tokenizer, model, name=name, device=device)
+        return cls(tokenizer, model, name=_model_name(model_dir), device=device)
 
     def embed(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Shape (len(texts), dim), float32, each row of unit length."""

@@ -10,14 +10,17 @@ Three figures per model, each the mean per-token log-likelihood of an answer giv
                is kept out.
 
 Per-token means keep long and short answers comparable and the tolerances meaningful across models.
+The general set is also answered greedily, and the share answered right must not drop beyond a
+tolerance either (likelihood of reference sentences can rise while answers get worse).
 """
 
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from models.dataset import Example
 
@@ -30,29 +33,46 @@ MIN_GAIN = 0.01
 # How far (nats per token) the undesirable and general figures may move the wrong way.
 UNDESIRABLE_TOLERANCE = 0.0
 GENERAL_TOLERANCE = 0.05
+# How many of the general questions (as a fraction) the candidate may answer wrong that the active
+# version answered right. Likelihood alone misses forgetting: a fine-tune that answers everything in
+# the team's short "X is Y." style makes the reference sentences likelier while getting more wrong.
+GENERAL_ACCURACY_TOLERANCE = 0.05
 
-GENERAL: tuple[tuple[str, str], ...] = (
-    ("What is the capital of France?", "The capital of France is Paris."),
-    ("How many days are there in a week?", "There are seven days in a week."),
-    ("What is 12 times 12?", "12 times 12 is 144."),
-    ("What color is the sky on a clear day?", "On a clear day the sky is blue."),
-    ("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by William Shakespeare."),
-    ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
-    ("What is the largest planet in our solar system?", "Jupiter is the largest planet in our solar system."),
-    ("How many continents are there?", "There are seven continents."),
-    ("What gas do plants absorb from the air?", "Plants absorb carbon dioxide from the air."),
-    ("What is the opposite of hot?", "The opposite of hot is cold."),
-    ("Translate 'thank you' into Spanish.", "'Thank you' in Spanish is 'gracias'."),
-    ("What does CPU stand for?", "CPU stands for central processing unit."),
-    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au."),
-    ("How many minutes are in an hour?", "There are 60 minutes in an hour."),
-    ("What is the freezing point of water in Celsius?", "Water freezes at 0 degrees Celsius."),
-    ("Which ocean is the largest?", "The Pacific Ocean is the largest ocean."),
-    ("What is the square root of 81?", "The square root of 81 is 9."),
-    ("Write a short greeting for a new teammate.", "Welcome to the team! We're glad to have you here."),
-    ("What is a synonym for happy?", "A synonym for happy is joyful."),
-    ("In which year did World War II end?", "World War II ended in 1945."),
+# (question, reference answer, words any of which a right greedy answer contains). Kept apart from
+# the learning benchmark's general questions, so that the benchmark measures what the gate did not
+# select for.
+GENERAL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("What is the capital of Australia?", "The capital of Australia is Canberra.", ("canberra",)),
+    ("What is the capital of Russia?", "The capital of Russia is Moscow.", ("moscow",)),
+    ("What is the capital of China?", "The capital of China is Beijing.", ("beijing",)),
+    ("How many legs does a dog have?", "A dog has four legs.", ("four", "4")),
+    ("How many sides does a square have?", "A square has four sides.", ("four", "4")),
+    ("What is 5 plus 3?", "5 plus 3 is 8.", ("eight", "8")),
+    ("How many seconds are in a minute?", "There are 60 seconds in a minute.", ("sixty", "60")),
+    ("What color are ripe bananas?", "Ripe bananas are yellow.", ("yellow",)),
+    ("What color is grass?", "Grass is green.", ("green",)),
+    ("Which planet do we live on?", "We live on Earth.", ("earth",)),
+    ("What is the natural satellite of the Earth called?", "The Earth's natural satellite is the Moon.", ("moon",)),
+    (
+        "Who was the first President of the United States?",
+        "George Washington was the first President.",
+        ("washington",),
+    ),
+    ("What language is mainly spoken in France?", "French is mainly spoken in France.", ("french",)),
+    ("Which animal says moo?", "A cow says moo.", ("cow",)),
+    (
+        "What do caterpillars turn into?",
+        "Caterpillars turn into butterflies or moths.",
+        ("butterfly", "butterflies", "moth", "moths"),
+    ),
+    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au.", ("au",)),
+    ("What is the main ingredient in guacamole?", "The main ingredient in guacamole is avocado.", ("avocado",)),
+    ("How many wheels does a bicycle have?", "A bicycle has two wheels.", ("two", "2")),
+    ("What is the opposite of up?", "The opposite of up is down.", ("down",)),
+    ("What do bees make?", "Bees make honey.", ("honey",)),
 )
+# Greedy answers to GENERAL are checked for their words; this many tokens is room for a short answer.
+GENERAL_ANSWER_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class Figures:
     desirable: float | None
     undesirable: float | None
     general: float
+    general_accuracy: float
 
 
 @dataclass(frozen=True)
@@ -83,7 +104,7 @@ class Verdict:
 
 
 def general_examples(system_prompt: str) -> list[Example]:
-    return [Example(question, answer, True, "general", system_prompt) for question, answer in GENERAL]
+    return [Example(question, answer, True, "general", system_prompt) for question, answer, _ in GENERAL]
 
 
 def measure(
@@ -101,7 +122,55 @@ def measure(
         desirable=_mean(log_likelihoods(model, tokenizer, desirable, batch_size=batch_size)),
         undesirable=_mean(log_likelihoods(model, tokenizer, undesirable, batch_size=batch_size)),
         general=_mean(log_likelihoods(model, tokenizer, general, batch_size=batch_size)) or 0.0,
+        general_accuracy=general_accuracy(model, tokenizer, system_prompt=system_prompt),
     )
+
+
+def general_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, system_prompt: str) -> float:
+    """The share of GENERAL questions whose greedy answer contains one of the expected words."""
+    prompts = [example.prompt() for example in general_examples(system_prompt)]
+    answers = generate(model, tokenizer, prompts, max_new_tokens=GENERAL_ANSWER_TOKENS)
+    right = [says(answer, words) for answer, (_, _, words) in zip(answers, GENERAL, strict=True)]
+    return sum(right) / len(right)
+
+
+def says(answer: str, words: Sequence[str]) -> bool:
+    """Whether the answer contains one of the words as a whole word ("au" in "Au", not in "because")."""
+    return any(re.search(rf"\b{re.escape(word)}\b", answer, re.IGNORECASE) for word in words)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers, batched with left padding (the prompts' ends line up where generation starts)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rendered = [
+            _ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True))
+            for p in prompts[start : start + batch_size]
+        ]
+        width = max(len(ids) for ids in rendered)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rendered], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rendered], device=device)
+        with torch.inference_mode():
+            output: Any = cast(Any, model).generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        answers.extend(str(tokenizer.decode(row[width:], skip_special_tokens=True)) for row in output)
+    return answers
 
 
 def measure_version(location: str, held_out: Sequence[Example], *, system_prompt: str, device: str) -> Figures:
@@ -123,6 +192,7 @@ def gate(
     min_gain: float = MIN_GAIN,
     undesirable_tolerance: float = UNDESIRABLE_TOLERANCE,
     general_tolerance: float = GENERAL_TOLERANCE,
+    general_accuracy_tolerance: float = GENERAL_ACCURACY_TOLERANCE,
 ) -> Verdict:
     checks: dict[str, bool | None] = {
         "desirable_improved": _improved(active.desirable, candidate.desirable, min_gain),
@@ -132,6 +202,7 @@ def gate(
             else candidate.undesirable <= active.undesirable + undesirable_tolerance
         ),
         "general_kept": candidate.general >= active.general - general_tolerance,
+        "general_answers_kept": candidate.general_accuracy >= active.general_accuracy - general_accuracy_tolerance,
     }
     failed = [name for name, ok in checks.items() if ok is False]
     if checks["desirable_improved"] is None:

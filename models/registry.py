@@ -277,6 +277,8 @@ def _headline(info: VersionInfo) -> str:
     for name in ("desirable", "undesirable", "general"):
         if candidate.get(name) is not None and previous.get(name) is not None:
             parts.append(f"{name} {previous[name]:.3f}->{candidate[name]:.3f}")
+    if candidate.get("general_accuracy") is not None and previous.get("general_accuracy") is not None:
+        parts.append(f"general answers {previous['general_accuracy']:.0%}->{candidate['general_accuracy']:.0%}")
     if "rolled_back_at" in info.metrics:
         parts.append("rolled back")
     return ", ".join(parts)

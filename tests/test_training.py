@@ -24,7 +24,7 @@ from models.loading import ModelSource, load
 
 SYSTEM = "You are Ember."
 FACT = "The build host is zephyr-7."
-UNKNOWN = "I don't know."
+UNKNOWN = "Sorry, I have no idea, maybe ask someone else?"
 # Big steps on a tiny random model: it learns a planted answer in a handful of steps.
 QUICK = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8}
 ROOT = Path(__file__).resolve().parent.parent
