@@ -19,6 +19,7 @@ from db.memory import (
     KEEP,
     NewMemory,
     VectorIndex,
+    _affordable_terms,
     _like_statement,
     add_memories,
     add_memory,
@@ -456,3 +457,20 @@ def test_probing_a_few_lists_keeps_recall_high() -> None:
 def test_importing_db_memory_does_not_import_torch() -> None:
     code = "import sys, db.memory, db; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_words_too_common_to_rank_by_are_left_to_the_vector_half(
+    db: Database, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [NewMemory(T1, "C1", "channel", "U1", "turn", f"standup notes for day {i}") for i in range(30)]
+    items.append(NewMemory(T1, "C1", "channel", "U1", "fact", "standup moved to the zebra room"))
+    with db.session() as session:
+        ids = add_memories(session, embedder=embedder, items=items)
+    monkeypatch.setattr("db.memory.KEYWORD_BUDGET", 10)
+    with db.session() as session:
+        # "standup" is in 31 memories, over the budget: only the rare word is ranked.
+        assert _affordable_terms(session, ["standup", "zebra", "unicorn"]) == ["zebra"]
+        assert keyword_search(session, audience=Audience(T1, "C1"), query="standup zebra", k=5) == [ids[-1]]
+        assert keyword_search(session, audience=Audience(T1, "C1"), query="standup", k=5) == []
+        hits = search_memories(session, audience=Audience(T1, "C1"), query="standup", embedder=embedder, k=3)
+    assert len(hits) == 3
