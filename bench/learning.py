@@ -307,6 +307,18 @@ DAY_GENERAL: tuple[tuple[str, str], ...] = (
     ("What is the capital of Germany?", "berlin"),
     ("Who painted the Mona Lisa?", "vinci"),
     ("What is the fastest land animal?", "cheetah"),
+    ("What is the capital of Portugal?", "lisbon"),
+    ("How many weeks are in a year?", "52"),
+    ("What color is a ripe tomato?", "red"),
+    ("What is the largest country by area?", "russia"),
+    ("Which instrument has 88 keys?", "piano"),
+    ("How many players does a soccer team have on the field?", "11"),
+    ("What is the smallest prime number?", "2"),
+    ("What is the capital of Greece?", "athens"),
+    ("Which metal is liquid at room temperature?", "mercury"),
+    ("What is a baby cat called?", "kitten"),
+    ("What is the longest river in Africa?", "nile"),
+    ("What is the hardest natural substance?", "diamond"),
 )
 
 # Measured before and after; never part of the training data. Any of the keys counts as right.
@@ -505,6 +517,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CPU default)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--sft-weight", type=float, default=None, help="SFT term beside KTO (default: training's)")
+    parser.add_argument("--anchors", type=int, default=None, help="general replay anchors (default: training's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     parser.add_argument("--cache", type=Path, default=Path("data/bench"), help="where the converted model is kept")
     parser.add_argument("--show", action="store_true", help="print every held-out answer after training")
@@ -520,7 +533,12 @@ def main() -> None:
         database.upgrade()
         before = score(str(base), facts)
         day = simulate_day(database, str(base), facts, loading.PACKAGED_VERSION)
-        chosen = {"epochs": args.epochs, "learning_rate": args.learning_rate, "sft_weight": args.sft_weight}
+        chosen = {
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "sft_weight": args.sft_weight,
+            "anchors": args.anchors,
+        }
         overrides = {k: v for k, v in chosen.items() if v is not None}
         config = train_job.JobConfig(
             data_dir=data_dir,
@@ -571,18 +589,17 @@ def _report(
         print(f"training settings: {registry.read_metadata(Path(candidate.path)).get('settings')}")
     print()
     print(f"{'':<34}{'before':>10}{'after':>10}{'change':>10}{'goal':>12}")
-    print(
-        f"{'team facts (held-out paraphrases)':<34}{before.facts:>9.1f}%{after.facts:>9.1f}%"
-        f"{after.facts - before.facts:>+9.1f}{'>= +50':>12}"
-    )
-    print(
-        f"{'general questions':<34}{before.general:>9.1f}%{after.general:>9.1f}%"
-        f"{after.general - before.general:>+9.1f}{'>= -5':>12}"
-    )
+    _row("team facts (held-out paraphrases)", before.facts, after.facts, ">= +50")
+    _row("team facts (asked during the day)", before.asked, after.asked, "")
+    _row("general questions", before.general, after.general, ">= -5")
     print(f"{'nightly run time':<34}{seconds:>10.0f}s")
     if candidate is not None:
         gate = candidate.metrics
         print(f"gate ({gate.get('reason')}): active {gate.get('active')} -> candidate {gate.get('candidate')}")
+
+
+def _row(name: str, before: float, after: float, goal: str) -> None:
+    print(f"{name:<34}{before:>9.1f}%{after:>9.1f}%{after - before:>+9.1f}{goal:>12}")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ GENERAL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("What is the main ingredient in guacamole?", "The main ingredient in guacamole is avocado.", ("avocado",)),
     ("How many wheels does a bicycle have?", "A bicycle has two wheels.", ("two", "2")),
     ("What is the opposite of up?", "The opposite of up is down.", ("down",)),
-    ("What do bees make?", "Bees make honey.", ("honey",)),
+    ("How many days are in a leap year?", "A leap year has 366 days.", ("366",)),
 )
 # Greedy answers to GENERAL are checked for their words; this many tokens is room for a short answer.
 GENERAL_ANSWER_TOKENS = 32
@@ -83,6 +83,12 @@ class Figures:
     undesirable: float | None
     general: float
     general_accuracy: float
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    finished: bool  # ended with an end-of-turn token, not cut off at max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def general_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     """The share of GENERAL questions whose greedy answer contains one of the expected words."""
     prompts = [example.prompt() for example in general_examples(system_prompt)]
     answers = generate(model, tokenizer, prompts, max_new_tokens=GENERAL_ANSWER_TOKENS)
-    right = [says(answer, words) for answer, (_, _, words) in zip(answers, GENERAL, strict=True)]
+    right = [says(answer.text, words) for answer, (_, _, words) in zip(answers, GENERAL, strict=True)]
     return sum(right) / len(right)
 
 
@@ -146,13 +152,15 @@ def generate(
     *,
     max_new_tokens: int,
     batch_size: int = 16,
-) -> list[str]:
+) -> list[Generated]:
     """Greedy answers, batched with left padding (the prompts' ends line up where generation starts)."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = model.generation_config.eos_token_id
+    stops = set(eos) if isinstance(eos, list) else {eos if eos is not None else tokenizer.eos_token_id}
     device = next(model.parameters()).device
-    answers: list[str] = []
+    answers: list[Generated] = []
     for start in range(0, len(prompts), batch_size):
         rendered = [
             _ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True))
@@ -169,7 +177,10 @@ def generate(
                 do_sample=False,
                 pad_token_id=pad,
             )
-        answers.extend(str(tokenizer.decode(row[width:], skip_special_tokens=True)) for row in output)
+        for row in output:
+            new = [int(token) for token in row[width:]]
+            text = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
+            answers.append(Generated(text, finished=bool(stops.intersection(new))))
     return answers
 
 

@@ -159,7 +159,7 @@ def add_candidate(
         raise RegistryError(f"version {version} already exists")
     row = ModelVersion(
         version=version,
-        path=str(path),
+        path=str(path.resolve()),  # the bot may start from another working directory
         parent=parent,
         status=CANDIDATE,
         metrics=json.dumps(metrics) if metrics is not None else None,

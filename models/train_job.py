@@ -177,6 +177,7 @@ class _Trained:
     settings: TrainSettings
     result: TrainResult
     verdict: Verdict
+    anchors: int
 
 
 def _train_and_judge(
@@ -201,9 +202,14 @@ def _train_and_judge(
         active.location, training_set.held_out, system_prompt=config.system_prompt, device=device
     )
 
+    anchors = training.anchor_examples(
+        root.location, system_prompt=config.system_prompt, count=settings.anchors, device=device
+    )
+
     def announce(steps: int) -> None:
         print(
-            f"ember train: run {run_id} started training: {len(training_set.train)} examples, {steps} steps, "
+            f"ember train: run {run_id} started training: {len(training_set.train)} examples "
+            f"(+{len(anchors)} general anchors), {steps} steps, "
             f"from {root.version} on {device} ({len(training_set.held_out)} held out to judge it against "
             f"{active.version})",
             file=out,
@@ -212,7 +218,7 @@ def _train_and_judge(
 
     result = training.train(
         root.location,
-        training_set.train,
+        [*training_set.train, *anchors],
         staging,
         device=device,
         settings=settings,
@@ -222,7 +228,7 @@ def _train_and_judge(
     after = evaluation.measure_version(
         str(staging), training_set.held_out, system_prompt=config.system_prompt, device=device
     )
-    return _Trained(settings, result, evaluation.gate(before, after))
+    return _Trained(settings, result, evaluation.gate(before, after), len(anchors))
 
 
 def _register(
@@ -284,6 +290,7 @@ def _run_detail(training_set: TrainingSet, trained: _Trained, started: float) ->
             "device": result.device,
             "desirable_weight": result.desirable_weight,
             "undesirable_weight": result.undesirable_weight,
+            "anchors": trained.anchors,
         },
         "gate": trained.verdict.as_dict(),
         "seconds": _since(started),
@@ -368,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _TRAIN_ARGS = {
+    "anchors": int,
+    "sft_weight": float,
     "epochs": int,
     "learning_rate": float,
     "batch_size": int,

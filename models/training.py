@@ -49,6 +49,9 @@ class TrainSettings:
     # reaches before the rare tokens that carry a fact (a host name, a person); this term keeps
     # pulling on every token of a correction. 0 is pure KTO.
     sft_weight: float = 1.0
+    # How many general prompts to replay with the base model's own answers (desirable), so that
+    # learning the team's facts does not turn every answer into one about the team. 0 turns it off.
+    anchors: int = 48
     bf16: bool = False
     # Recompute activations in the backward pass: slower, but an 8B model's LoRA fits a 24 GB GPU.
     activation_checkpointing: bool = False
@@ -57,9 +60,10 @@ class TrainSettings:
     @classmethod
     def for_device(cls, device: str, **overrides: Any) -> TrainSettings:
         """Defaults that suit the device: small and quick on CPU, bigger batches in bf16 on a GPU."""
-        base = cls() if device == "cpu" else cls(learning_rate=2e-4, batch_size=16, max_length=1024, bf16=True)
-        gpu = {"activation_checkpointing": True} if device != "cpu" else {}
-        return replace(base, **{**gpu, **overrides})
+        if device == "cpu":
+            return replace(cls(), **overrides)
+        gpu = cls(learning_rate=2e-4, batch_size=16, max_length=1024, bf16=True, activation_checkpointing=True)
+        return replace(gpu, **overrides)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +71,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TrainResult:
-    loss: float | None  # mean KTO loss over the run
+    loss: float | None  # mean training loss over the run (KTO, plus the SFT term)
     steps: int
     seconds: float
     device: str
@@ -116,6 +120,87 @@ def train(
         desirable_weight=desirable_weight,
         undesirable_weight=undesirable_weight,
     )
+
+
+# General prompts for the replay anchors: kept apart from the eval gate's questions (evaluation.GENERAL)
+# and the learning benchmark's, so neither measures what was rehearsed. Short answers on purpose: an
+# answer cut off at the token limit would teach the model to stop mid-sentence, so those are dropped.
+ANCHOR_PROMPTS: tuple[str, ...] = (
+    "What is the capital of Sweden?",
+    "What is the capital of Argentina?",
+    "What is the capital of India?",
+    "What is the capital of Mexico?",
+    "How many hours are in two days?",
+    "What is 7 times 6?",
+    "What is 15 divided by 3?",
+    "What is the square root of 49?",
+    "Is 17 a prime number?",
+    "How many centimeters are in a meter?",
+    "What is the plural of mouse?",
+    "Give me a synonym for big.",
+    "What is the past tense of run?",
+    "Translate 'good morning' into French.",
+    "Translate 'thank you' into German.",
+    "Name three primary colors.",
+    "What is the color of snow?",
+    "What do cows drink?",
+    "Which animal is known for its long neck?",
+    "What do pandas mostly eat?",
+    "How many legs does an insect have?",
+    "What is the largest bird?",
+    "Which organ pumps blood through the body?",
+    "What do we breathe in to stay alive?",
+    "What is the main gas in Earth's atmosphere?",
+    "What force keeps us on the ground?",
+    "What is the center of an atom called?",
+    "What is the sun?",
+    "Which season comes after winter?",
+    "What is the opposite of early?",
+    "Who wrote Hamlet?",
+    "Who painted The Starry Night?",
+    "Who discovered penicillin?",
+    "What does HTML stand for?",
+    "What is a computer virus?",
+    "What does RAM stand for?",
+    "What is the difference between a list and a tuple in Python?",
+    "What does the command ls do in a terminal?",
+    "Give one tip for writing a clear email.",
+    "Suggest a name for a friendly robot.",
+    "What is a good way to start a meeting?",
+    "How do I politely decline an invitation?",
+    "What is a healthy breakfast?",
+    "Why do we need sleep?",
+    "How can I stay focused while working?",
+    "What is the boiling point of water in Fahrenheit?",
+    "Which continent is Kenya in?",
+    "What currency is used in Japan?",
+)
+ANCHOR_ANSWER_TOKENS = 96
+
+
+def anchor_examples(location: str, *, system_prompt: str, count: int, device: str) -> list[Example]:
+    """The base model's own greedy answers to `count` general prompts, as desirable examples.
+
+    Rehearsing what the model already said keeps its general behaviour in place (a replay of
+    self-generated data) while it learns the team's facts; it needs no data set from outside.
+    """
+    if count <= 0:
+        return []
+    from models import loading
+    from models.evaluation import free_memory, generate
+
+    model, tokenizer, _ = loading.load(loading.ModelSource(location, location), device)
+    try:
+        prompts = [Example(q, "", True, "anchor", system_prompt) for q in ANCHOR_PROMPTS[:count]]
+        answers = generate(model, tokenizer, [p.prompt() for p in prompts], max_new_tokens=ANCHOR_ANSWER_TOKENS)
+    finally:
+        del model
+        free_memory()
+    return [
+        replace(prompt, completion=answer.text)
+        for prompt, answer in zip(prompts, answers, strict=True)
+        if answer.finished and answer.text
+    ]
 
 
 def class_weights(desirable: int, undesirable: int) -> tuple[float, float]:

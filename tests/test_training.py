@@ -20,13 +20,14 @@ from db import Database
 from db.schema import Memory, ModelVersion, TrainingRun, Turn, Vote, utcnow
 from models import dataset, registry, train_job
 from models.dataset import TrainingSet
+from models.evaluation import Figures, gate
 from models.loading import ModelSource, load
 
 SYSTEM = "You are Ember."
 FACT = "The build host is zephyr-7."
 UNKNOWN = "Sorry, I have no idea, maybe ask someone else?"
 # Big steps on a tiny random model: it learns a planted answer in a handful of steps.
-QUICK = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8}
+QUICK = {"epochs": 2, "learning_rate": 1e-2, "batch_size": 8, "anchors": 4}
 ROOT = Path(__file__).resolve().parent.parent
 
 POOL = [
@@ -225,6 +226,22 @@ def test_a_second_run_waits_for_the_first(database: Database, data_dir: Path, ti
     assert runs(database) == []
 
 
+def test_the_gate_wants_better_desirable_no_better_undesirable_and_general_kept() -> None:
+    active = Figures(desirable=-2.0, undesirable=-3.0, general=-1.0, general_accuracy=0.6)
+    assert gate(active, Figures(-1.5, -3.5, -1.02, 0.6)).promote
+    assert gate(active, Figures(-1.5, None, -1.0, 0.6)).promote  # nothing voted down held out: not judged
+    for worse, check in [
+        (Figures(-1.995, -3.5, -1.0, 0.6), "desirable_improved"),  # within noise is not better
+        (Figures(-1.5, -2.9, -1.0, 0.6), "undesirable_not_improved"),
+        (Figures(-1.5, -3.5, -1.2, 0.6), "general_kept"),
+        (Figures(-1.5, -3.5, -0.9, 0.5), "general_answers_kept"),  # likelier references, fewer right answers
+    ]:
+        verdict = gate(active, worse)
+        assert not verdict.promote and verdict.checks[check] is False, (worse, verdict.reason)
+        assert check in verdict.reason
+    assert not gate(Figures(None, -3.0, -1.0, 0.6), Figures(-1.0, -3.0, -1.0, 0.6)).promote
+
+
 # --- real training runs ----------------------------------------------------------------------
 
 
@@ -258,7 +275,8 @@ def test_a_run_that_learns_the_planted_fact_is_promoted(
     assert (record.examples, record.desirable, record.undesirable) == (20, 10, 10)
     assert record.loss is not None and record.finished_at is not None
     detail = json.loads(record.detail or "{}")
-    assert detail["data"]["held_out"] == 4 and detail["train"]["steps"] == 4 and detail["seconds"] > 0
+    assert detail["data"]["held_out"] == 4 and detail["train"]["steps"] >= 4 and detail["seconds"] > 0
+    assert detail["settings"]["sft_weight"] > 0 and detail["gate"]["checks"]["general_answers_kept"]
 
 
 def test_a_candidate_that_measures_worse_is_rejected(database: Database, data_dir: Path, tiny_model_dir: Path) -> None:
@@ -290,7 +308,7 @@ def test_killing_the_training_process_changes_nothing_and_the_next_run_starts_cl
         sys.executable, "-m", "models.train_job",
         "--data-dir", str(data_dir), "--database-url", database.url, "--model", str(tiny_model_dir),
         "--device", "cpu", "--system-prompt", SYSTEM, "--min-examples", "8",
-        "--epochs", "500", "--learning-rate", "1e-2", "--no-progress",
+        "--epochs", "500", "--learning-rate", "1e-2", "--anchors", "4", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
