@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--resume", metavar="ID", help="continue an earlier conversation")
     chat.set_defaults(func=_chat)
     train = sub.add_parser("train", help="one training run on the feedback so far, in its own process")
+    for flag, kind, what in TRAIN_OVERRIDES:
+        train.add_argument(flag, type=kind, help=what)
     train.set_defaults(func=_train)
     models = sub.add_parser("models", help="the model versions: list, promote VERSION, rollback")
     models_sub = models.add_subparsers(required=True, metavar="ACTION")
@@ -141,7 +143,16 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(settings: Settings, _args: argparse.Namespace) -> int:
+# Training settings a person may set for one run (the defaults suit the device; see models/training.py).
+TRAIN_OVERRIDES: tuple[tuple[str, type, str], ...] = (
+    ("--epochs", int, "passes over the feedback"),
+    ("--learning-rate", float, "LoRA learning rate"),
+    ("--batch-size", int, "examples per step"),
+    ("--anchors", int, "general answers replayed beside the feedback (0: none)"),
+)
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
     """Train in a child process, so a bot on this machine keeps answering; it follows a promotion."""
     import subprocess
 
@@ -150,6 +161,10 @@ def _train(settings: Settings, _args: argparse.Namespace) -> int:
 
     open_database(settings).close()
     argv = [arg for arg in train_argv(settings) if arg != "--no-progress"]
+    for flag, _, _ in TRAIN_OVERRIDES:
+        value = getattr(args, flag.strip("-").replace("-", "_"))
+        if value is not None:
+            argv += [flag, str(value)]
     return subprocess.run([sys.executable, "-m", "models.train_job", *argv], check=False).returncode
 
 
