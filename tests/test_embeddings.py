@@ -36,6 +36,28 @@ def test_batching_and_padding_do_not_change_a_vector(embedder: Embedder) -> None
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+def test_a_question_embedded_on_one_thread_leaves_every_threads_setting_as_it_was(embedder: Embedder) -> None:
+    import threading
+
+    import torch
+
+    texts = [f"which host runs the nightly backups, take {i}?" for i in range(6)]
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    def answer_worker() -> None:  # how the bot embeds a question: in an answer thread
+        torch.set_num_threads(2)
+        embedder.embed(texts[:1])
+        seen.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=answer_worker)
+    worker.start()
+    worker.join()
+    assert seen == [2] and torch.get_num_threads() == before
+    one_by_one = np.stack([embedder.embed([text])[0] for text in texts])  # one thread each
+    np.testing.assert_allclose(one_by_one, embedder.embed(texts), atol=1e-5)  # all threads
+
+
 def test_paraphrases_are_closer_than_unrelated_text(embedder: Embedder) -> None:
     stored, paraphrase, unrelated = embedder.embed(
         ["No, the VPN host is vpn.acme.internal", "what's the hostname for the vpn?", "pizza for lunch on Friday"]
