@@ -121,6 +121,17 @@ def record_vote(
     return vote
 
 
+def withdraw_reaction_vote(session: Session, *, turn_id: int, user_id: str, value: int) -> bool:
+    """Removing a :+1:/:-1: takes back the vote it cast, if that is still the person's vote: a later
+    button click or a suggested answer is theirs to keep. True when a vote was removed."""
+    vote = _existing(session, turn_id, user_id)
+    if vote is None or vote.source != "reaction" or vote.value != value:
+        return False
+    session.delete(vote)
+    session.flush()
+    return True
+
+
 def votes_for(session: Session, *, turn_id: int) -> list[Vote]:
     """Every person's current vote on a turn, oldest first."""
     return list(session.scalars(select(Vote).where(Vote.turn_id == turn_id).order_by(Vote.id)))

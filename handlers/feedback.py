@@ -21,7 +21,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.orm import Session
 
-from db.feedback import CorrectionSink, find_turn, record_vote
+from db.feedback import CorrectionSink, find_turn, record_vote, withdraw_reaction_vote
 from db.schema import Turn
 from handlers.redact import redact
 from handlers.services import CONTEXT_KEY, Services
@@ -226,16 +226,40 @@ def on_suggest_submit(
 
 def on_reaction_added(event: dict[str, Any], client: WebClient, context: BoltContext) -> None:
     """:+1: or :-1: on one of Ember's answers counts as a vote; any other reaction is not feedback."""
+    reaction = _reaction(event, context)
+    if reaction is None:
+        return
+    target, voter, value = reaction
+    # A reaction on a message Ember has no turn for (a help reply, a deleted turn) is not a vote.
+    _vote(context, client, target, voter, value, "reaction", tell_if_missing=False)
+
+
+def on_reaction_removed(event: dict[str, Any], context: BoltContext) -> None:
+    """Taking the :+1:/:-1: off an answer takes its vote back, quietly (Slack shows the change)."""
+    reaction = _reaction(event, context)
+    if reaction is None:
+        return
+    target, voter, value = reaction
+    services: Services = context[CONTEXT_KEY]
+    try:
+        with services.db.session() as session:
+            turn = _turn_of(session, target)
+            if turn is not None:
+                withdraw_reaction_vote(session, turn_id=turn.id, user_id=voter, value=value)
+    except Exception:
+        log.exception("could not withdraw the reaction vote of %s on %s", voter, target)
+
+
+def _reaction(event: dict[str, Any], context: BoltContext) -> tuple[_Target, str, int] | None:
+    """The answer, the person and the vote a reaction event stands for; None if it is not feedback."""
     value = REACTIONS.get(str(event.get("reaction", "")).split("::")[0])
     item = event.get("item") or {}
     voter = event.get("user")
     if value is None or item.get("type") != "message" or not voter or voter == context.bot_user_id:
-        return
+        return None
     if context.bot_user_id and event.get("item_user") not in (None, context.bot_user_id):
-        return  # not Ember's message: no turn to find
-    target = _Target(str(item.get("channel")), str(item.get("ts")), None, None)
-    # A reaction on a message Ember has no turn for (a help reply, a deleted turn) is not a vote.
-    _vote(context, client, target, voter, value, "reaction", tell_if_missing=False)
+        return None  # not Ember's message: no turn to find
+    return _Target(str(item.get("channel")), str(item.get("ts")), None, None), str(voter), value
 
 
 def register_feedback(app: App, *, on_correction: CorrectionSink | None = None) -> None:
@@ -247,6 +271,7 @@ def register_feedback(app: App, *, on_correction: CorrectionSink | None = None) 
     middleware = [_provide(on_correction)] if on_correction is not None else None
     app.view(SUGGEST_CALLBACK, middleware=middleware)(on_suggest_submit)
     app.event("reaction_added")(on_reaction_added)
+    app.event("reaction_removed")(on_reaction_removed)
 
 
 def _provide(sink: CorrectionSink) -> Callable[[BoltContext, Callable[[], None]], None]:
@@ -365,6 +390,7 @@ __all__ = [
     "feedback_blocks",
     "on_feedback",
     "on_reaction_added",
+    "on_reaction_removed",
     "on_suggest",
     "on_suggest_submit",
     "on_vote_button",

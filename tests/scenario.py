@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,4 +44,12 @@ def answered(
         if len(done) >= count:
             return done
         assert time.monotonic() < deadline, f"no answer in thread {thread_ts}: {slack.calls}"
+        time.sleep(0.05)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "the condition") -> None:
+    """Poll until `condition()` holds (events are handled after their ack, so effects come later)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)

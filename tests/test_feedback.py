@@ -50,7 +50,7 @@ from handlers.feedback import (
 from handlers.qa import QAHandler
 from handlers.services import CONTEXT_KEY, Services
 from tests.conftest import SIGNING_SECRET, Bots
-from tests.scenario import answered, turns
+from tests.scenario import answered, turns, wait_for
 from tests.slackfake import METHODS, FakeSlack, sign
 from tests.slackfake.events import DEFAULT_VERIFICATION_TOKEN, TEAM_DOMAIN, new_trigger_id
 from tests.slackfake.methods import CallContext, Response, SlackError
@@ -134,14 +134,17 @@ def view_submission(slack: FakeSlack, user: str, view: dict[str, Any], text: str
     }
 
 
-def reaction_added(slack: FakeSlack, user: str, channel: str, ts: str, reaction: str) -> dict[str, Any]:
-    """The Events API envelope of `user` adding `reaction` to the message at (channel, ts)."""
+def reaction_added(
+    slack: FakeSlack, user: str, channel: str, ts: str, reaction: str, kind: str = "reaction_added"
+) -> dict[str, Any]:
+    """The Events API envelope of `user` adding (or, with kind="reaction_removed", removing) `reaction`
+    on the message at (channel, ts)."""
     message = slack.message(channel, ts)
     assert message is not None
     ws = slack.workspace
     event_ts = ws.clock.next()
     event = {
-        "type": "reaction_added",
+        "type": kind,
         "user": user,
         "reaction": reaction,
         "item_user": message.get("user"),
@@ -329,6 +332,14 @@ def test_thumbs_reactions_on_embers_answer_count_and_other_reactions_do_not(bots
     bots.client.send_event(reaction_added(slack, bob, channel, answer.answer_ts, "-1"))
     thanks(slack, bob, 2)
     assert votes(bot, answer.turn_id) == [(bob, -1, "reaction", None), (dave, -1, "reaction", None)]
+
+    # Taking a reaction off takes its vote back; taking off one that no longer stands for the vote does not.
+    bots.client.send_event(reaction_added(slack, bob, channel, answer.answer_ts, "+1", "reaction_removed"))
+    bots.client.send_event(reaction_added(slack, dave, channel, answer.answer_ts, "-1", "reaction_removed"))
+    wait_for(lambda: votes(bot, answer.turn_id) == [(bob, -1, "reaction", None)])
+    bots.client.send_event(reaction_added(slack, bob, channel, answer.answer_ts, "-1", "reaction_removed"))
+    wait_for(lambda: votes(bot, answer.turn_id) == [])
+    assert len([e for e in slack.ephemerals() if e["user"] in (bob, dave)]) == 3, "removing is quiet"
 
 
 def test_plain_buttons_vote_and_a_click_on_an_answer_without_a_turn_is_told_politely(
