@@ -48,8 +48,11 @@ from db.memory import (
     NewMemory,
     VectorIndex,
     add_memories,
+    combine_vectors,
     embedding_text,
+    embedding_texts,
     keyword_search,
+    memory_vectors,
     search_memories,
     vector_search,
 )
@@ -787,19 +790,24 @@ def _take(batches: Iterator[tuple[list[NewMemory], list[int]]], count: int) -> l
 def embed_all(
     embedder: Embedder, items: Sequence[NewMemory], label: str, cache: Path | None
 ) -> tuple[np.ndarray, float]:
-    """Real embeddings of these memories, with progress; returns them and texts per second (NaN when
-    all came from the cache, which re-runs use to skip the slowest part of the setup)."""
-    texts = [embedding_text(item.text, item.question) for item in items]
+    """Real embeddings of these memories, made as db.memory makes them (`embedding_texts`, combined),
+    with progress; returns them and memories per second (NaN when every text came from the cache,
+    which re-runs use to skip the slowest part of the setup)."""
+    groups = [embedding_texts(item.text, item.question) for item in items]
     known = _load_cache(cache, embedder.name)
-    missing = list(dict.fromkeys(t for t in texts if t not in known))
+    missing = list(dict.fromkeys(t for group in groups for t in group if t not in known))
     rate = float("nan")
     if missing:
-        vectors, rate = _embed(embedder, missing, label)
+        vectors, texts_per_second = _embed(embedder, missing, label)
+        rate = texts_per_second * len(items) / max(1, sum(len(group) for group in groups))
         known.update(zip(missing, vectors, strict=True))
         _save_cache(cache, embedder.name, known)
     else:
-        print(f"  {len(texts):,} {label}: embeddings from the cache", flush=True)
-    return np.stack([known[t] for t in texts]) if texts else np.empty((0, embedder.dim), np.float32), rate
+        print(f"  {len(items):,} {label}: embeddings from the cache", flush=True)
+    if not groups:
+        return np.empty((0, embedder.dim), np.float32), rate
+    parts = np.stack([known[t] for group in groups for t in group])
+    return combine_vectors(parts, [len(group) for group in groups]), rate
 
 
 def _cache_file(cache: Path, model: str) -> Path:
@@ -965,7 +973,10 @@ def run(total: int, question_count: int, pool_size: int, workdir: Path, cache: P
     real, embed_rate = embed_all(embedder, world.real, "answers and near neighbours", cache)
     pool, _ = embed_all(embedder, world.pool, "filler texts", cache)
     if math.isnan(embed_rate):  # cached: time a sample, so the table still says how fast memories are embedded
-        _, embed_rate = _embed(embedder, [embedding_text(m.text, m.question) for m in world.real[:1024]], "(timing)")
+        sample = world.real[:1024]
+        started = time.perf_counter()
+        memory_vectors(embedder, [(m.text, m.question) for m in sample])
+        embed_rate = len(sample) / (time.perf_counter() - started)
     db = Database(f"sqlite:///{workdir / 'ember.db'}")
     db.upgrade()
     print(f"storing {total:,} memories into {workdir / 'ember.db'}", flush=True)
@@ -1067,7 +1078,7 @@ def _report(
         f" {len(world.questions):,} held-out paraphrased questions"
     )
     print(f"  insert: {total / load_s:,.0f} items/s (add_memories, batches of {BATCH:,}, vectors precomputed);")
-    print(f"  embedding new memories: {embed_rate:,.0f} texts/s; database size {size / 2**30:.2f} GiB;")
+    print(f"  embedding new memories: {embed_rate:,.0f} memories/s; database size {size / 2**30:.2f} GiB;")
     print(
         f"  vector index built in {index_s:.1f} s ({len(index):,} vectors, {len(index.partition_sizes())} partitions)"
     )

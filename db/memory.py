@@ -33,10 +33,11 @@ from db.visibility import Audience, can_see, is_public, visible_to
 KINDS = ("fact", "correction", "turn")
 # Standard RRF constant: damps the difference between rank 1 and rank 2 of either list.
 RRF_K = 60
-# A keyword rank counts half a vector rank: a reworded question shares few words with the memory that
-# answers it (so keyword lists are noisier), while a query naming an exact identifier (a host, a ticket)
-# still lifts that memory to the top.
-KEYWORD_WEIGHT = 0.5
+# A keyword rank counts a quarter of a vector rank: a reworded question shares few words with the memory
+# that answers it (so keyword lists are noisier), while a query naming an exact identifier (a host, a
+# ticket) still lifts that memory among the vector half's candidates. On bench/retrieval.py at 20k
+# memories, recall@5 was 0.852 with the vector half alone, 0.850 at 0.25 and 0.844 at 0.5.
+KEYWORD_WEIGHT = 0.25
 # How many candidates each half contributes to the fusion.
 CANDIDATES = 50
 VECTOR_DTYPE = np.dtype("<f4")  # the storage format of memories.embedding (see models.embeddings.to_bytes)
@@ -107,8 +108,34 @@ KEEP = _Keep.KEEP  # update_memory_text(question=KEEP): leave the stored questio
 
 
 def embedding_text(text: str, question: str | None) -> str:
-    # A later asker's words resemble the question most, the text is what answers it: embed both.
+    """A memory as one text: the question it answered (if any) above what it says."""
     return f"{question}\n{text}" if question else text
+
+
+def embedding_texts(text: str, question: str | None) -> tuple[str, ...]:
+    """What is embedded for a memory: the question and its answer together (a later asker's words
+    resemble the question), and, when there is a question, the answer alone (what it says, undiluted).
+    The memory's vector is their normalised sum (`combine_vectors`). On the retrieval benchmark's
+    paraphrased questions (bench/retrieval.py, 1,000 questions, exact search over 6,275 memories) the
+    joint text alone found the right memory in the top 5 for 86.5%, the sum for 90.1%."""
+    return (f"{question}\n{text}", text) if question else (text,)
+
+
+def combine_vectors(vectors: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """One unit vector per memory from its `sizes[i]` consecutive rows of `vectors`."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    summed = np.add.reduceat(vectors, starts, axis=0) if len(sizes) else vectors[:0]
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return np.asarray(summed / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def memory_vectors(embedder: Embeds, memories: Sequence[tuple[str, str | None]]) -> np.ndarray:
+    """The vectors of these (text, question) memories, one row each."""
+    groups = [embedding_texts(text, question) for text, question in memories]
+    if not groups:
+        return np.empty((0, 0), dtype=np.float32)
+    vectors = embedder.embed([part for group in groups for part in group])
+    return combine_vectors(np.asarray(vectors, dtype=np.float32), [len(group) for group in groups])
 
 
 # --- storing -------------------------------------------------------------------------------------
@@ -144,7 +171,7 @@ def add_memory(
         turn_id=turn_id,
     )
     _check_kind(kind)
-    vector = _embed_one(embedder, embedding_text(text, question))
+    vector = memory_vectors(embedder, [(text, question)])[0]
     now = utcnow()
     memory = Memory(
         **_columns(item),
@@ -177,7 +204,7 @@ def add_memories(
     for item in items:
         _check_kind(item.kind)
     if vectors is None:
-        vectors = embedder.embed([embedding_text(item.text, item.question) for item in items])
+        vectors = memory_vectors(embedder, [(item.text, item.question) for item in items])
     if vectors.shape[0] != len(items):
         raise ValueError(f"{len(items)} items but {vectors.shape[0]} vectors")
     now = utcnow()
@@ -213,7 +240,7 @@ def update_memory_text(
     if not isinstance(question, _Keep):
         memory.question = question
     memory.text = text
-    vector = _embed_one(embedder, embedding_text(text, memory.question))
+    vector = memory_vectors(embedder, [(text, memory.question)])[0]
     memory.embedding = _encode(vector)
     memory.embedding_model = embedder.name
     memory.updated_at = utcnow()
@@ -262,7 +289,7 @@ def reembed_memories(
     ids = list(session.scalars(select(Memory.id).where(stale).order_by(Memory.id)))
     for start in range(0, len(ids), batch_size):
         rows = list(session.scalars(select(Memory).where(Memory.id.in_(ids[start : start + batch_size]))))
-        vectors = embedder.embed([embedding_text(row.text, row.question) for row in rows])
+        vectors = memory_vectors(embedder, [(row.text, row.question) for row in rows])
         for row, vector in zip(rows, vectors, strict=True):
             row.embedding, row.embedding_model = _encode(vector), embedder.name
         session.flush()

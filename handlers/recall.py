@@ -19,6 +19,7 @@ from db.memory import (
     add_memory,
     delete_turn_memories,
     delete_user_memories,
+    reembed_memories,
     search_memories,
 )
 from db.repo import Conversation
@@ -48,6 +49,12 @@ class Recall:
 
     @classmethod
     def open(cls, db: Database, embedder: Embeds) -> Recall:
+        # Memories written without a vector (a correction stored while no embedder was loaded) or by
+        # another embedding model are embedded now, so that every memory is searchable by meaning.
+        with db.session() as session:
+            embedded = reembed_memories(session, embedder=embedder)
+        if embedded:
+            log.info("embedded %d memories that had no vector from %s", embedded, embedder.name)
         with db.session() as session:
             index = VectorIndex.build(session, model=embedder.name)
         log.info("memory index holds %d memories", len(index))

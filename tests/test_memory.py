@@ -474,3 +474,42 @@ def test_words_too_common_to_rank_by_are_left_to_the_vector_half(
         assert keyword_search(session, audience=Audience(T1, "C1"), query="standup", k=5) == []
         hits = search_memories(session, audience=Audience(T1, "C1"), query="standup", embedder=embedder, k=3)
     assert len(hits) == 3
+
+
+def test_a_memory_that_answered_a_question_is_embedded_as_the_pair_and_as_the_answer(
+    db: Database, embedder: Embedder
+) -> None:
+    question, answer = "What is the VPN host?", "No, the VPN host is vpn.acme.internal"
+    with db.session() as session:
+        [with_question, fact] = add_memories(
+            session,
+            embedder=embedder,
+            items=[
+                NewMemory(T1, "C1", "channel", "U1", "correction", answer, question),
+                NewMemory(T1, "C1", "channel", "U1", "fact", answer),
+            ],
+        )
+    joint, alone = embedder.embed([f"{question}\n{answer}", answer])
+    expected = (joint + alone) / np.linalg.norm(joint + alone)
+    with db.session() as session:
+        stored = {m.id: from_bytes(m.embedding) for m in session.scalars(select(Memory)) if m.embedding}
+    np.testing.assert_allclose(stored[with_question], expected, atol=1e-5)
+    np.testing.assert_allclose(stored[fact], alone, atol=1e-5)  # no question: the text alone
+    assert abs(float(np.linalg.norm(stored[with_question])) - 1.0) < 1e-5
+
+
+def test_opening_recall_embeds_memories_stored_without_a_vector(db: Database, embedder: Embedder) -> None:
+    from handlers.recall import Recall
+
+    with db.session() as session:  # how db.feedback stores a correction when no embedder is at hand
+        said, question = "No, the build host is zephyr-7", "build host?"
+        session.add(Memory(workspace_id=T1, channel_id="C1", channel_type="channel", user_id="U1",
+                           kind="correction", text=said, question=question))  # fmt: skip
+    recall = Recall.open(db, embedder)
+    with db.session() as session:
+        [row] = session.scalars(select(Memory))
+        assert row.embedding is not None and row.embedding_model == embedder.name
+        hits = search_memories(
+            session, audience=Audience(T1, "C2"), query="which machine builds?", embedder=embedder, index=recall.index
+        )
+    assert [hit.memory_id for hit in hits] == [row.id]
