@@ -63,6 +63,21 @@ def check_slack(settings: Settings) -> None:
             "check the URL and this machine's network."
         ) from None
     log.info("connected to Slack as %s in %s", identity.get("user"), identity.get("team"))
+    if settings.slack_app_token is not None:
+        _check_app_token(settings, settings.slack_app_token.get_secret_value())
+
+
+def _check_app_token(settings: Settings, token: str) -> None:
+    """Socket Mode opens its connection with the app-level token: a wrong one must stop start-up here,
+    not after the model has loaded. The URL this asks for is single-use and simply left unused."""
+    try:
+        WebClient(base_url=settings.slack_api_url).apps_connections_open(app_token=token)
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        raise SettingsError(
+            f"Slack rejected SLACK_APP_TOKEN ({error}): set it to an app-level token with the "
+            "connections:write scope (xapp-...), or unset it to receive events over HTTP."
+        ) from None
 
 
 def _inject(services: Services) -> Callable[[BoltContext, Callable[[], None]], None]:

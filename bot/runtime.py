@@ -167,13 +167,19 @@ class Ember:
         return f"http://{self.http.host}:{self.http.port}"
 
     def start(self) -> None:
-        if self.settings.scheduler:
-            self.scheduler = Scheduler(self.settings, sync_model=self.sync_model)
-            self.scheduler.start()
-        self.http.start()
-        if self.socket_handler is not None:
-            self.socket_handler.connect()
-            log.info("connected to Slack over Socket Mode")
+        """Start the scheduler, HTTP and Socket Mode; if any fails, what started is stopped again (the
+        model's threads included), so the process can exit with the error instead of hanging."""
+        try:
+            if self.settings.scheduler:
+                self.scheduler = Scheduler(self.settings, sync_model=self.sync_model)
+                self.scheduler.start()
+            self.http.start()
+            if self.socket_handler is not None:
+                self.socket_handler.connect()
+                log.info("connected to Slack over Socket Mode")
+        except BaseException:
+            self.stop()
+            raise
 
     def serve(self) -> None:
         """Serve until SIGINT or SIGTERM, then shut down cleanly."""

@@ -124,5 +124,9 @@ class HttpServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        if not self._thread.is_alive():  # never started: close the listening socket ourselves
+            self._server.task_dispatcher.shutdown()
+            self._server.asyncore.close_all(self._server._map)
+            return
         self._server.pull_trigger()
         self._thread.join(timeout=15)

@@ -40,7 +40,11 @@ def answered(
     """Wait for `count` of Ember's replies in the thread whose streams have finished; return them all."""
     deadline = time.monotonic() + timeout
     while True:
-        done = [m for m in replies(slack, channel, thread_ts) if (channel, m["ts"]) not in slack.workspace.streaming]
+        # Both reads under the workspace's lock: a stream that stops between them would otherwise be
+        # taken as finished with the text it had before its last append.
+        with slack.workspace.lock:
+            streaming = slack.workspace.streaming
+            done = [m for m in replies(slack, channel, thread_ts) if (channel, m["ts"]) not in streaming]
         if len(done) >= count:
             return done
         assert time.monotonic() < deadline, f"no answer in thread {thread_ts}: {slack.calls}"

@@ -185,6 +185,22 @@ def test_run_with_a_token_slack_rejects_stops_before_loading_the_model(tmp_path:
     assert "Traceback" not in result.stderr and "xoxb-stale" not in result.stderr
 
 
+def test_run_with_an_app_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
+    with FakeSlack(bot_token="xoxb-test") as slack:
+        result = ember(
+            tmp_path,
+            "run",
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_APP_TOKEN="xapp-1-A0001-1-revoked",
+            SLACK_API_URL=slack.api_url,
+            EMBER_MODEL="/nonexistent/model",  # reaching the model would be a different error
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "Slack rejected SLACK_APP_TOKEN (invalid_auth)" in result.stderr
+    assert "Traceback" not in result.stderr and "revoked" not in result.stderr
+
+
 def test_run_with_an_unreachable_slack_api_says_so(tmp_path: Path) -> None:
     result = ember(
         tmp_path,

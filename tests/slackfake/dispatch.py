@@ -28,6 +28,8 @@ _JSON_ARGS = frozenset(
     | {"user_auth_blocks"}
 )
 Route = Callable[[HttpRequest, str, dict[str, Any], "str | None"], HttpResponse]
+# A method that takes an app-level token (xapp-...) instead of a bot or user token.
+AppLevelHandler = Callable[[str], Response]
 
 
 class Dispatcher:
@@ -39,6 +41,8 @@ class Dispatcher:
         self.faults = faults
         self.base_url = ""
         self.errors: list[str] = []  # handler crashes, so tests can surface them
+        self.app_level: dict[str, AppLevelHandler] = {}  # e.g. apps.connections.open (Socket Mode)
+        self.app_tokens: set[str] = set()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(API_PATH):
@@ -67,10 +71,15 @@ class Dispatcher:
 
     def _web_api(self, request: HttpRequest, method: str, args: dict[str, Any], token: str | None) -> HttpResponse:
         handler = METHODS.get(method)
-        if handler is None:
+        app_level = self.app_level.get(method)
+        if handler is None and app_level is None:
             return HttpResponse(200, {"ok": False, "error": "unknown_method", "req_method": method})
         if token is None:
             return HttpResponse(200, {"ok": False, "error": "not_authed"})
+        if app_level is not None:
+            return self._guarded(lambda: app_level(token))
+        if handler is None or token in self.app_tokens:
+            return HttpResponse(200, {"ok": False, "error": "not_allowed_token_type"})
         actor = self.ws.tokens.get(token)
         if actor is None:
             return HttpResponse(200, {"ok": False, "error": "invalid_auth"})

@@ -14,6 +14,7 @@ from . import response_urls
 from .calls import ApiCall, CallLog, Fault, FaultPlan, Predicate
 from .dispatch import Dispatcher
 from .events import DEFAULT_VERIFICATION_TOKEN, EventFactory, command_fields
+from .socket_mode import CONNECT_METHOD, SocketMode
 from .transport import BackgroundServer
 from .workspace import Channel, ChannelKind, Message, Workspace
 
@@ -30,11 +31,16 @@ class FakeSlack:
         bot_user_id: str = "UBOT",
         bot_id: str = "BBOT",
         verification_token: str = DEFAULT_VERIFICATION_TOKEN,
+        app_token: str = "xapp-1-A0001-1-slackfake",
     ) -> None:
         self.workspace = Workspace(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, bot_token=bot_token)
         self._log = CallLog()
         self._faults = FaultPlan()
         self._dispatcher = Dispatcher(self.workspace, self._log, self._faults)
+        # Socket Mode: apps.connections.open (with `app_token`) hands out URLs of this WebSocket server.
+        self.socket_mode = SocketMode(self.workspace, {app_token})
+        self._dispatcher.app_level[CONNECT_METHOD] = self.socket_mode.connections_open
+        self._dispatcher.app_tokens = self.socket_mode.app_tokens
         self._events = EventFactory(self.workspace, verification_token)
         self._server: BackgroundServer | None = None
 
@@ -46,10 +52,12 @@ class FakeSlack:
         self._server = BackgroundServer(self._dispatcher)
         self._dispatcher.base_url = f"http://127.0.0.1:{self._server.port}"
         self._server.start()
+        self.socket_mode.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
+            self.socket_mode.stop()
             self._server.stop()
             self._server = None
 
@@ -77,6 +85,11 @@ class FakeSlack:
     @property
     def bot_token(self) -> str:
         return self.workspace.bot_token
+
+    @property
+    def app_token(self) -> str:
+        """The app-level token (xapp-...) that apps.connections.open accepts."""
+        return next(iter(self.socket_mode.app_tokens))
 
     def add_channel(self, name: str, kind: ChannelKind = "public", user: str | None = None) -> str:
         """Create a conversation; `user` is the other party of an IM."""
@@ -134,8 +147,8 @@ class FakeSlack:
 
     @property
     def server_errors(self) -> list[str]:
-        """Tracebacks of crashes inside the fake (answered as HTTP 500)."""
-        return list(self._dispatcher.errors)
+        """Tracebacks of crashes inside the fake (answered as HTTP 500), and Socket Mode protocol errors."""
+        return list(self._dispatcher.errors) + list(self.socket_mode.errors)
 
     # -- what humans and other bots do ----------------------------------
 
