@@ -66,6 +66,13 @@ class TokenStream(Protocol):
         ...
 
 
+def drain(stream: TokenStream) -> Completion:
+    """Run a stream to its end and return the whole answer (what `LLM.generate` does)."""
+    for _ in stream:
+        pass
+    return stream.completion
+
+
 class LLM(Protocol):
     @property
     def version(self) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from models import loading
-from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools
+from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools, drain
 from models.prompt import fit
 
 if TYPE_CHECKING:
@@ -226,10 +226,7 @@ class Engine:
         timeout: float | None = None,
         tools: Tools = None,
     ) -> Completion:
-        stream = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools)
-        for _ in stream:
-            pass
-        return stream.completion
+        return drain(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools))
 
     def swap(self, location: str, *, version: str) -> None:
         """Load new weights beside the old; new requests go to them, running ones finish on the old."""

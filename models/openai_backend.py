@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools
+from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools, drain
 from models.prompt import PromptTooLong, fit
 
 if TYPE_CHECKING:
@@ -180,10 +180,7 @@ class OpenAIEngine:
         timeout: float | None = None,
         tools: Tools = None,
     ) -> Completion:
-        request = self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools)
-        for _ in request:
-            pass
-        return request.completion
+        return drain(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools))
 
     def swap(self, location: str, *, version: str) -> None:
         """Load the LoRA adapter at `location` (a path on the server) as `version` and answer with it."""
