@@ -51,7 +51,7 @@ class TrainSettings:
     sft_weight: float = 1.0
     # How many general prompts to replay with the base model's own answers (desirable), so that
     # learning the team's facts does not turn every answer into one about the team. 0 turns it off.
-    anchors: int = 48
+    anchors: int = 96
     bf16: bool = False
     # Recompute activations in the backward pass: slower, but an 8B model's LoRA fits a 24 GB GPU.
     activation_checkpointing: bool = False
@@ -174,6 +174,54 @@ ANCHOR_PROMPTS: tuple[str, ...] = (
     "What is the boiling point of water in Fahrenheit?",
     "Which continent is Kenya in?",
     "What currency is used in Japan?",
+    "What is the capital of Norway?",
+    "What is the capital of Peru?",
+    "What is the capital of Turkey?",
+    "What is the capital of South Korea?",
+    "How many days are in June?",
+    "What is 9 plus 8?",
+    "What is half of 50?",
+    "How many grams are in a kilogram?",
+    "What shape has three sides?",
+    "What is the opposite of heavy?",
+    "Give me an antonym of happy.",
+    "What is the plural of child?",
+    "Translate 'cat' into Spanish.",
+    "What is the past tense of eat?",
+    "Which animal is known for black and white stripes?",
+    "Where do penguins mostly live?",
+    "What do frogs eat?",
+    "How do fish breathe?",
+    "What is the fastest bird?",
+    "What do you call a young dog?",
+    "Which organ do we use to think?",
+    "How many bones does an adult human have?",
+    "What vitamin do we get from sunlight?",
+    "What is the largest desert in the world?",
+    "What causes rain?",
+    "What is the speed of light, roughly?",
+    "Which planet has rings that are easy to see?",
+    "What is photosynthesis?",
+    "Who invented the telephone?",
+    "Who developed the theory of relativity?",
+    "Who was Cleopatra?",
+    "In what year did humans first land on the Moon?",
+    "What does CPU stand for?",
+    "What is an operating system?",
+    "What is the difference between HTTP and HTTPS?",
+    "What is a database?",
+    "What does the git commit command do?",
+    "What is a function in programming?",
+    "Give one tip for a productive morning.",
+    "How can I write a good meeting agenda?",
+    "What should I pack for a rainy day?",
+    "How do I make a cup of tea?",
+    "Suggest a short team-building activity.",
+    "What is a polite way to ask for feedback?",
+    "Why is exercise good for you?",
+    "How long should I boil an egg?",
+    "What is the capital of Chile?",
+    "Which continent is Brazil in?",
 )
 ANCHOR_ANSWER_TOKENS = 96
 
