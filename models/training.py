@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 3
-    learning_rate: float = 5e-4
+    # CPU defaults, from the learning benchmark (SmolLM2-135M, 216 examples): 3 epochs at 5e-4 taught
+    # +17 points on held-out team-fact paraphrases; 5 epochs at 1e-3 taught +61 with general answers kept.
+    epochs: int = 5
+    learning_rate: float = 1e-3
     batch_size: int = 8  # KTO estimates its KL reference point within a batch: at least 2
     grad_accum: int = 1
     lora_r: int = 16
