@@ -9,6 +9,8 @@ from transformers import PreTrainedTokenizerBase
 
 from bot.runtime import Ember
 from bot.settings import Settings, load_settings
+from db import Database
+from models.embeddings import Embedder
 from tests.models import build_tiny_model, packaged_tokenizer
 from tests.slackfake import FakeSlack, SlackClient
 
@@ -100,3 +102,21 @@ def bots(bot_settings: Settings) -> Iterator[Bots]:
     runner = Bots(bot_settings)
     yield runner
     runner.stop()
+
+
+# --- a real SQLite file and the packaged embedding model ----------------------------------------
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite file of the test's own."""
+    database = Database(f"sqlite:///{tmp_path / 'ember.db'}")
+    database.upgrade()
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The packaged all-MiniLM-L6-v2, loaded once for the whole run."""
+    return Embedder.load()

@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -215,14 +214,6 @@ def qwen(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     copied = copy.deepcopy(tokenizer)
     copied.chat_template = QWEN2_5_INSTRUCT
     return copied
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'ember.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 class Searches:

@@ -12,11 +12,6 @@ import pytest
 from models.embeddings import DIM, PIP_INSTALL, Embedder, EmbedderMissing, from_bytes, packaged_model_dir, to_bytes
 
 
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return Embedder.load()
-
-
 def test_vectors_are_normalised_float32_of_the_model_size(embedder: Embedder) -> None:
     vectors = embedder.embed(["No, the VPN host is vpn.acme.internal", "lunch is at noon", ""])
     assert vectors.shape == (3, DIM)

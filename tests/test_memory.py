@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,19 +39,6 @@ from db.visibility import Audience, can_see
 from models.embeddings import Embedder, from_bytes
 
 T1, T2 = "T0001", "T0002"
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return Embedder.load()
-
-
-@pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'ember.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 @pytest.fixture(params=["index", "sql"])
