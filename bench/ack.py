@@ -26,8 +26,8 @@ from bot.server import EmberWSGI, HttpServer
 from bot.settings import load_settings
 from models import loading
 from models.engine import Engine
-from tests.models import build_tiny_model, packaged_tokenizer
 from tests.slackfake import FakeSlack, SlackClient
+from tests.support.models import build_tiny_model, packaged_tokenizer
 
 SECRET = "bench-signing-secret"
 SLACK_DEADLINE = 3.0

@@ -174,7 +174,7 @@ def _question_of(rendered: str) -> str:
 
 
 def tiny_model(directory: Path, tokenizer: PreTrainedTokenizerBase) -> Path:
-    from tests.models import build_tiny_model
+    from tests.support.models import build_tiny_model
 
     return build_tiny_model(directory, tokenizer)
 

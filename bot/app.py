@@ -12,10 +12,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-import handlers
 from bot.settings import Settings, SettingsError
-from db.feedback import memory_sink
-from handlers.services import CONTEXT_KEY, Services
+from handlers.slack.services import CONTEXT_KEY, Services
+from handlers.slack.wiring import register
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,7 @@ def build_bolt_app(settings: Settings, services: Services, *, executor: Executor
         logger=logging.getLogger("ember.bolt"),
     )
     app.use(_inject(services))
-    recall = services.recall
-    # A better answer suggested through the modal is remembered at once, like a correction in a thread.
-    on_correction = memory_sink(embedder=recall.embedder, index=recall.index) if recall is not None else None
-    handlers.register(app, on_correction=on_correction)
+    register(app)
     return app
 
 

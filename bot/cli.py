@@ -12,7 +12,8 @@ from typing import Any
 
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
-from handlers.qa import QAHandler, Question
+from handlers.qa.handler import QAHandler
+from handlers.qa.types import Question
 from models.embeddings import EmbedderMissing
 from models.loading import ModelError
 

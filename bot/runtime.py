@@ -21,9 +21,9 @@ from bot.scheduler import Scheduler
 from bot.server import EmberWSGI, HttpServer
 from bot.settings import Settings
 from db import Database
-from handlers.qa import QAHandler
-from handlers.recall import Recall
-from handlers.services import Services
+from handlers.qa.handler import QAHandler
+from handlers.qa.recall import Recall
+from handlers.slack.services import Services
 from models import loading
 from models.base import LLM
 from models.engine import Engine, EngineConfig
@@ -70,6 +70,7 @@ def build_llm(settings: Settings, database: Database | None = None) -> LLM:
         api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
         context_window=settings.max_context_tokens or None,
         timeout=settings.answer_timeout,
+        supports_tools=settings.llm_tools,
     )
 
 
@@ -216,7 +217,7 @@ class Ember:
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.socket_handler is not None:
-            self.socket_handler.close()
+            _close_socket_mode(self.socket_handler)
         self.http.stop()
         # Questions already taken on are answered before the model goes away.
         self.executor.shutdown(wait=True)
@@ -224,6 +225,17 @@ class Ember:
             self.engine.close()
         self.db.close()
         log.info("Ember stopped")
+
+
+def _close_socket_mode(handler: Any) -> None:
+    """Close Socket Mode without hanging. slack_sdk's close() can race its receive thread: a thread about
+    to start reading clears the "terminated" flag close() has just set, then reads a closed connection
+    forever while close() waits for it. Setting the flag again until close() returns ends that loop."""
+    closer = threading.Thread(target=handler.close, name="ember-socket-close", daemon=True)
+    closer.start()
+    while closer.is_alive():
+        closer.join(timeout=0.5)
+        handler.client.current_session_state.terminated = True
 
 
 def _health(engine: LLM) -> dict[str, Any]:

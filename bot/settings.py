@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     llm_url: str | None = Field(default=None, validation_alias="EMBER_LLM_URL")
     llm_model: str | None = Field(default=None, validation_alias="EMBER_LLM_MODEL")
     llm_api_key: SecretStr | None = Field(default=None, validation_alias="EMBER_LLM_API_KEY")
+    # Whether the server takes tool schemas (vLLM needs --enable-auto-tool-choice and a --tool-call-parser).
+    llm_tools: bool = Field(default=False, validation_alias="EMBER_LLM_TOOLS")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", validation_alias="EMBER_DEVICE")
     # Small models follow a system prompt shaped like the one they were trained with ("a helpful AI
     # assistant named ..."); the packaged SmolLM2 answers noticeably worse with looser wording.

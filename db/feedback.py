@@ -1,68 +1,32 @@
 """Feedback on answers: one vote per person per turn (the latest wins), and corrections remembered.
 
 A correction is stored twice on purpose: on the vote (training data for the nightly fine-tune) and
-as a `Memory` of kind "correction" (recalled for the next similar question, the same day). How the
-memory is stored is the caller's choice (`on_correction`): the default writes the row without an
-embedding (`db.memory.reembed_memories` fills it in later); `memory_sink(...)` stores it through
-`db.memory.add_memory`, embedded and searchable at once. Corrections arrive here already redacted.
+as a `Memory` of kind "correction" (recalled for the next similar question, the same day).
+`remember_correction` is the one writer of correction memories, for a suggested answer (the modal,
+through `record_vote`) and a "No, ..." reply in Ember's thread alike. It embeds the memory when
+given an embedder (searchable at once); without one the row waits for `db.memory.reembed_memories`.
+Corrections are redacted as they are written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.memory import Embeds, add_memory, delete_memories
+from db.redact import redact
 from db.repo import turn_by_answer
 from db.schema import Memory, Turn, Vote, utcnow
 
 if TYPE_CHECKING:
-    from db.memory import Embeds, VectorIndex
+    from db.vector_index import VectorIndex
 
 VALUES = (1, -1)
 SOURCES = ("button", "reaction", "modal")
 CORRECTION = "correction"
-
-
-@dataclass(frozen=True)
-class Correction:
-    """A better answer someone suggested for a turn, placed where the turn was asked."""
-
-    turn_id: int
-    workspace_id: str
-    channel_id: str
-    channel_type: str
-    thread_ts: str | None
-    user_id: str
-    text: str
-    question: str
-    # The answer it corrects, so a citation leads to the thread where the correction applies.
-    source_ts: str | None
-    # This person's earlier corrections of the same turn: the latest wins, so they must go.
-    replaced_memory_ids: tuple[int, ...] = ()
-
-    def memory_fields(self) -> dict[str, Any]:
-        """Keyword arguments for `db.memory.add_memory` (add `embedder` and `index`)."""
-        return {
-            "workspace_id": self.workspace_id,
-            "channel_id": self.channel_id,
-            "channel_type": self.channel_type,
-            "user_id": self.user_id,
-            "kind": CORRECTION,
-            "text": self.text,
-            "question": self.question,
-            "thread_ts": self.thread_ts,
-            "source_ts": self.source_ts,
-            "turn_id": self.turn_id,
-        }
-
-
-# Stores a correction as a memory, in the caller's transaction; it must drop `replaced_memory_ids`.
-CorrectionSink = Callable[[Session, Correction], object]
 
 
 def find_turn(
@@ -98,14 +62,17 @@ def record_vote(
     value: int,
     source: str,
     correction: str | None = None,
-    on_correction: CorrectionSink | None = None,
+    embedder: Embeds | None = None,
+    index: VectorIndex | None = None,
 ) -> Vote:
     """Store `user_id`'s vote on a turn, replacing their earlier one; an earlier correction stays
-    unless this vote brings a new one. A new correction is also remembered (see `on_correction`)."""
+    unless this vote brings a new one. A new correction is also remembered (`remember_correction`,
+    with `embedder` and `index`)."""
     if value not in VALUES:
         raise ValueError(f"a vote is +1 or -1, not {value!r}")
     if source not in SOURCES:
         raise ValueError(f"a vote's source is one of {SOURCES}, not {source!r}")
+    correction = redact(correction) if correction is not None else None
     vote = _existing(session, turn_id, user_id)
     if vote is None:
         vote = _insert(session, turn_id, user_id, value, source, correction)
@@ -117,7 +84,7 @@ def record_vote(
         _update(vote, value, source, correction)
     session.flush()
     if correction is not None:
-        remember_correction(session, turn_id=turn_id, user_id=user_id, text=correction, on_correction=on_correction)
+        remember_correction(session, turn_id=turn_id, user_id=user_id, text=correction, embedder=embedder, index=index)
     return vote
 
 
@@ -138,50 +105,40 @@ def votes_for(session: Session, *, turn_id: int) -> list[Vote]:
 
 
 def remember_correction(
-    session: Session, *, turn_id: int, user_id: str, text: str, on_correction: CorrectionSink | None = None
-) -> None:
+    session: Session,
+    *,
+    turn_id: int,
+    user_id: str,
+    text: str,
+    source_ts: str | None = None,
+    embedder: Embeds | None = None,
+    index: VectorIndex | None = None,
+) -> Memory:
+    """Remember `text` as `user_id`'s correction of a turn, placed where the turn was asked, in place of
+    their earlier correction of it (the latest wins). `source_ts` is the message a citation leads to:
+    the correcting reply, or by default the answer it corrects."""
     turn = session.get(Turn, turn_id)
     if turn is None:
         raise ValueError(f"no turn {turn_id}")
     earlier = session.scalars(
         select(Memory.id).where(Memory.turn_id == turn_id, Memory.user_id == user_id, Memory.kind == CORRECTION)
     )
-    note = Correction(
-        turn_id=turn.id,
+    delete_memories(session, memory_ids=list(earlier), index=index)
+    return add_memory(
+        session,
+        embedder=embedder,
+        index=index,
         workspace_id=turn.workspace_id,
         channel_id=turn.channel_id,
         channel_type=turn.channel_type,
         thread_ts=turn.thread_ts,
         user_id=user_id,
+        kind=CORRECTION,
         text=text,
         question=turn.question,
-        source_ts=turn.answer_ts,
-        replaced_memory_ids=tuple(earlier),
+        source_ts=source_ts or turn.answer_ts,
+        turn_id=turn.id,
     )
-    (on_correction or store_correction_memory)(session, note)
-
-
-def store_correction_memory(session: Session, correction: Correction) -> Memory:
-    """The default sink: a plain memory row, no embedding (nothing here may load a model)."""
-    if correction.replaced_memory_ids:
-        session.execute(delete(Memory).where(Memory.id.in_(correction.replaced_memory_ids)))
-    now = utcnow()
-    memory = Memory(**correction.memory_fields(), created_at=now, updated_at=now)
-    session.add(memory)
-    session.flush()
-    return memory
-
-
-def memory_sink(*, embedder: Embeds, index: VectorIndex | None = None) -> CorrectionSink:
-    """A sink that stores corrections through db.memory, embedded and in `index` (searchable at once)."""
-    # Imported here so that db.feedback works wherever db.memory's vector search is not wanted.
-    from db.memory import add_memory, delete_memories
-
-    def store(session: Session, correction: Correction) -> Memory:
-        delete_memories(session, memory_ids=correction.replaced_memory_ids, index=index)
-        return add_memory(session, embedder=embedder, index=index, **correction.memory_fields())
-
-    return store
 
 
 def _existing(session: Session, turn_id: int, user_id: str) -> Vote | None:

@@ -1,16 +1,26 @@
-"""Repository functions: the only place that writes SQL for the rest of Ember. Keyword-only by design."""
+"""Repository functions: the only place that writes SQL for the rest of Ember. Keyword-only by design.
+
+Text that people wrote is redacted here, as it is written (db.redact), so no caller can forget to.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.schema import HandledEvent, Turn, utcnow
+from db.memory import delete_turn_memories, delete_user_memories
+from db.redact import redact
+from db.schema import HandledEvent, ToolCall, TrainingRun, Turn, Vote, utcnow
+
+if TYPE_CHECKING:
+    from db.vector_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,9 @@ def record_turn(
         thread_ts=conversation.thread_ts,
         user_id=user_id,
         source=source,
-        question=question,
+        question=redact(question),
         question_ts=question_ts,
-        answer=answer,
+        answer=redact(answer),
         answer_ts=answer_ts,
         model_version=model_version,
         prompt_tokens=prompt_tokens,
@@ -125,3 +135,60 @@ def prune_events(session: Session, *, older_than: timedelta) -> int:
     """Slack stops retrying after about 5 minutes; records far older than that are dead weight."""
     result = session.execute(delete(HandledEvent).where(HandledEvent.first_seen < utcnow() - older_than))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+class ToolCallLike(Protocol):
+    """One tool the agent ran (handlers.qa.agent.ToolCallRecord)."""
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
+
+    @property
+    def result(self) -> str: ...
+
+
+def store_tool_calls(session: Session, *, turn_id: int, calls: Sequence[ToolCallLike]) -> list[ToolCall]:
+    rows = [
+        ToolCall(
+            turn_id=turn_id,
+            step=call.step,
+            name=call.name[:64],  # the column's width; a model may invent a long name
+            arguments=json.dumps(call.arguments, ensure_ascii=False, sort_keys=True),
+            result=call.result,
+        )
+        for call in calls
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def latest_training_run(session: Session) -> TrainingRun | None:
+    return session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(1)).first()
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    turns: int
+    memories: int
+    votes: int
+
+
+def forget_user(session: Session, *, workspace_id: str, user_id: str, index: VectorIndex | None = None) -> Forgotten:
+    """Delete everything stored of one person in one workspace: turns, votes, memories, vectors."""
+    workspace_turns = select(Turn.id).where(Turn.workspace_id == workspace_id)
+    turn_ids = list(session.scalars(workspace_turns.where(Turn.user_id == user_id)))
+    votes_gone = or_(Vote.user_id == user_id, Vote.turn_id.in_(turn_ids))
+    votes = session.scalar(select(func.count(Vote.id)).where(Vote.turn_id.in_(workspace_turns), votes_gone))
+    memories = delete_turn_memories(session, turn_ids=turn_ids, index=index)
+    memories += delete_user_memories(session, workspace_id=workspace_id, user_id=user_id, index=index)
+    session.execute(delete(Vote).where(Vote.turn_id.in_(workspace_turns), votes_gone))
+    # Tool calls on the person's turns go with them (ON DELETE CASCADE).
+    session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
+    return Forgotten(turns=len(turn_ids), memories=memories, votes=int(votes or 0))

@@ -1,7 +1,9 @@
 """What every engine backend offers (the local transformers engine, an OpenAI-compatible server).
 
 Handlers and the QA handler depend on this shape only, so a team that outgrows one GPU changes
-EMBER_LLM_BACKEND and nothing else. No torch here.
+EMBER_LLM_BACKEND and nothing else. The interface is complete on purpose: callers ask it whether
+tools can be offered, how large the window is and how many tokens a prompt takes, instead of
+probing an engine's attributes. No torch here.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class Completion:
     time_to_first_token: float | None = None
     # The generated token ids, where the backend knows them (the local engine does).
     token_ids: tuple[int, ...] = ()
+    # Tool calls a server parsed out of the reply itself (OpenAI's `tool_calls`), each
+    # {"name": str, "arguments": dict}. Empty when the calls, if any, are written in `text`
+    # in the chat template's own format (the local engine), which the agent reads from there.
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
 
 
 class SwapError(RuntimeError):
@@ -79,6 +85,21 @@ class LLM(Protocol):
         """The version new requests are served by."""
         ...
 
+    @property
+    def context_window(self) -> int | None:
+        """Prompt plus answer tokens the model takes; None when the backend cannot tell."""
+        ...
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether `tools=` reaches the model (a chat template that shows them, or a server that takes them)."""
+        ...
+
+    def count_tokens(self, messages: Sequence[Message], *, tools: Tools = None) -> int:
+        """The prompt tokens these messages take as this model sees them (an estimate where the backend
+        has no tokenizer)."""
+        ...
+
     def stream(
         self,
         messages: Sequence[Message],
@@ -86,7 +107,10 @@ class LLM(Protocol):
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
-    ) -> TokenStream: ...
+        tools: Tools = None,
+    ) -> TokenStream:
+        """Start answering; `tools` (OpenAI function schemas) are offered only where `supports_tools`."""
+        ...
 
     def generate(
         self,
@@ -95,6 +119,7 @@ class LLM(Protocol):
         max_new_tokens: int,
         stop: Sequence[str] = (),
         timeout: float | None = None,
+        tools: Tools = None,
     ) -> Completion: ...
 
     def swap(self, location: str, *, version: str) -> None:

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.redact import redact
 from db.schema import Memory, Turn, Vote
 from db.visibility import shareable_for_training
-from handlers.redact import redact
 
 MIN_EXAMPLES = 20
 HOLDOUT_FRACTION = 0.2

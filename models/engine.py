@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from models import loading
 from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools, drain
-from models.prompt import fit
+from models.prompt import fit, render, template_supports_tools
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -58,6 +58,8 @@ class _Version:
         self.model = model
         self.tokenizer = tokenizer
         self.version = version
+        # Asked of the template once: a fine-tune keeps its base's tokenizer, but a swap may bring another.
+        self.supports_tools = template_supports_tools(tokenizer)
         eos = model.generation_config.eos_token_id
         generation = GenerationConfig(
             do_sample=False,
@@ -180,6 +182,13 @@ class Engine:
         model_window = int(getattr(self._current.model.config, "max_position_embeddings", 0) or 2048)
         cap = self.config.max_context_tokens
         return min(model_window, cap) if cap else model_window
+
+    @property
+    def supports_tools(self) -> bool:
+        return self._current.supports_tools
+
+    def count_tokens(self, messages: Sequence[Message], *, tools: Tools = None) -> int:
+        return len(render(self.tokenizer, messages, tools=tools))
 
     @property
     def queue_depth(self) -> int:

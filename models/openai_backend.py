@@ -1,68 +1,58 @@
-"""The second engine backend: an OpenAI-compatible `/v1/chat/completions` server (vLLM, SGLang, ...).
-
-A team that outgrows one GPU runs vLLM or SGLang (tensor parallel, replicas behind a balancer) and
-points Ember at it; everything above the `LLM` protocol stays the same.
+"""The second engine backend, for a team past one GPU: an OpenAI-compatible server (vLLM, SGLang) through
+the official `openai` client. Everything above the `LLM` protocol stays the same. Thread-safe: any number
+of threads may stream at once. No torch here.
 
     engine = OpenAIEngine("http://gpu-box:8000", model="Qwen/Qwen2.5-7B-Instruct", tokenizer=tok)
-    for delta in (stream := engine.stream(messages, max_new_tokens=256, timeout=60)):
-        ...
+    for delta in (stream := engine.stream(messages, max_new_tokens=256, timeout=60)): ...
     stream.completion.finish_reason      # "stop", "length", "cancelled" or "deadline"
-
-- Every request streams (SSE) and asks for `stream_options.include_usage`; token counts come from
-  the server's `usage`, else from the tokenizer if one was given, else they are 0.
-- Answers are greedy (`temperature: 0`), like the local engine.
-- The prompt is fitted to `context_window - max_new_tokens` before it is sent: exactly with the
-  model's tokenizer when one is given (`models.prompt.fit`), else with a rough 4-characters-per-token
-  estimate. Without `context_window` the server's `/v1/models` is asked once (vLLM reports
-  `max_model_len`); a server that does not say gets the conversation as it is.
-- `cancel()` and the per-request `timeout` (a deadline from submission) close the connection, which
-  makes vLLM abort the request; the text so far is kept.
-- `swap(location, version=...)` loads a LoRA adapter at runtime through vLLM's
-  `POST /v1/load_lora_adapter` (the server needs `--enable-lora` and
-  `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); later requests ask for `model: version`.
+- Every request streams with `stream_options.include_usage` and `temperature: 0` (greedy, like the
+  local engine); token counts come from the server's `usage`, else the tokenizer, else are 0.
+- The prompt is fitted to `context_window - max_new_tokens` (`models.prompt.fit`): with the model's
+  tokenizer when one is given, else by a 4-characters-per-token estimate, which `count_tokens` then
+  uses too. Without `context_window`, `/v1/models` is asked once (vLLM reports `max_model_len`).
+- `supports_tools`: as given, else whether the tokenizer's chat template shows tools (vLLM takes them
+  only with `--enable-auto-tool-choice --tool-call-parser ...`, which a client cannot see). Streamed
+  `delta.tool_calls` land on `Completion.tool_calls` as `{"name", "arguments"}`, the arguments parsed
+  from JSON, or the raw string when they are not a JSON object, so the model can be told.
+- `cancel()` and the per-request `timeout` (a deadline from submission) shut the connection's socket
+  down, which wakes a blocked reader and makes vLLM abort the request; the text so far is kept.
+- Only opening a request is retried (`max_retries`, exponential backoff, `Retry-After` honoured):
+  connection errors, timeouts, HTTP 408, 409, 429 and 5xx; never past the request's deadline.
+- `swap(location, version=...)` loads a LoRA adapter through vLLM's `POST /v1/load_lora_adapter` (needs
+  `--enable-lora`, `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); later requests ask for `model: version`.
 - Errors talking to the server (refused connection, HTTP 4xx/5xx, a stream cut short, silence for
-  longer than `timeout`) raise `OpenAIBackendError`.
-
-Thread-safe: any number of threads may stream at once. No torch here.
+  longer than `timeout`) raise `OpenAIBackendError`. `OPENAI_API_KEY` is never read; `api_key` is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import math
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast, get_args
 
-import requests
+import openai
+from openai.types.chat import ChatCompletionChunk
 
 from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools, drain
-from models.prompt import PromptTooLong, fit
+from models.prompt import EstimatingTokenizer, fit, render, template_supports_tools
 
 if TYPE_CHECKING:
+    import httpx2
     from transformers import PreTrainedTokenizerBase
+
+    from models.base import LLM
 
 log = logging.getLogger(__name__)
 
-# The estimate used when no tokenizer is given: generous for English, short for code or CJK text.
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators around each message
-PROMPT_OVERHEAD_TOKENS = 3  # the assistant turn's opening
-
-_READ_SIZE = 65536
-_FINISH_REASONS: dict[str, FinishReason] = {
-    "stop": "stop",
-    "eos": "stop",
-    "length": "length",
-    "cancelled": "cancelled",
-    "abort": "cancelled",
-    "deadline": "deadline",
-    "error": "error",
-}
+# vLLM's "abort" is a cancel; reasons Ember has no name for ("eos", "tool_calls") are a stop.
+_FINISH_REASONS: dict[str, FinishReason] = {**{r: r for r in get_args(FinishReason)}, "abort": "cancelled"}
 
 
 class OpenAIBackendError(RuntimeError):
@@ -71,6 +61,10 @@ class OpenAIBackendError(RuntimeError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _DeadlinePassed(Exception):
+    """Raised before an attempt (a retry, say) that would start after its request's deadline."""
 
 
 class OpenAIEngine:
@@ -86,29 +80,28 @@ class OpenAIEngine:
         tokenizer: PreTrainedTokenizerBase | None = None,
         context_window: int | None = None,
         timeout: float = 120.0,
+        supports_tools: bool | None = None,
+        max_retries: int = 2,
     ) -> None:
         if context_window is not None and context_window <= 0:
             raise ValueError(f"context_window must be positive, not {context_window}")
-        self.base_url = _normalize_base_url(base_url)
-        self.version = version or model
-        self.tokenizer = tokenizer
-        self.timeout = timeout
-        self._model = model
-        self._api_key = api_key
-        self._context_window = context_window
-        self._window_known = context_window is not None
+        self.base_url, self.timeout = _base_url(base_url), timeout
+        self.model, self.version, self.tokenizer = model, version or model, tokenizer  # model: what requests ask for
+        self._context_window, self._window_known = context_window, context_window is not None
+        self.supports_tools = template_supports_tools(tokenizer) if supports_tools is None else supports_tools
         self._lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
+        self._counter = cast("PreTrainedTokenizerBase", tokenizer or EstimatingTokenizer())
         self._in_flight: set[OpenAIStream] = set()
         self._closed = False
-
-    # --- the LLM protocol ---------------------------------------------------------------------
-
-    @property
-    def model(self) -> str:
-        """The model name sent with each request: the base model, or the LoRA adapter last swapped in."""
-        with self._lock:
-            return self._model
+        self._opening = threading.local()  # the deadline of the request this thread is opening
+        # A placeholder key keeps the client from reading OPENAI_API_KEY; without a key no header goes out.
+        self._headers: dict[str, str | openai.Omit] = {} if api_key else {"Authorization": openai.omit}
+        hooks = {"request": [self._before_send]}
+        http, url = openai.DefaultHttpxClient(event_hooks=hooks), f"{self.base_url}/v1"
+        self._client = openai.OpenAI(
+            base_url=url, api_key=api_key or "none", timeout=timeout, max_retries=max_retries, http_client=http
+        )
 
     @property
     def queue_depth(self) -> int:
@@ -119,14 +112,14 @@ class OpenAIEngine:
     @property
     def context_window(self) -> int | None:
         """Prompt plus answer tokens the server accepts; None when neither given nor reported."""
-        with self._lock:
-            if self._window_known:
-                return self._context_window
-        window, known = self._discover_context_window()
-        with self._lock:
-            if known and not self._window_known:
-                self._context_window, self._window_known = window, True
-            return self._context_window
+        if not self._window_known:  # asked until the server answers, then never again
+            self._context_window, self._window_known = self._discover_context_window()
+        return self._context_window
+
+    def count_tokens(self, messages: Sequence[Message], *, tools: Tools = None) -> int:
+        """Exact with the tokenizer; else the characters-per-token estimate the prompt is fitted by."""
+        with self._tokenizer_lock:
+            return len(render(self._counter, messages, tools=tools))
 
     def stream(
         self,
@@ -142,33 +135,25 @@ class OpenAIEngine:
             raise ValueError(f"max_new_tokens must be positive, not {max_new_tokens}")
         if not messages:
             raise ValueError("no messages to answer")
-        started = time.perf_counter()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started, deadline = time.perf_counter(), None if timeout is None else time.monotonic() + timeout
         with self._lock:
             if self._closed:
                 raise OpenAIBackendError("the engine is closed")
-            model, version = self._model, self.version
-        sent, shape = self._fit(messages, max_new_tokens)
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [_on_the_wire(message) for message in sent],
-            "max_tokens": max_new_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if stop:
-            body["stop"] = list(stop)
-        if tools:
-            body["tools"] = list(tools)
+            model, version = self.model, self.version
+        sent, shape = self._fit(messages, max_new_tokens, tools)
         request = OpenAIStream(self, version=version, shape=shape, started=started, deadline=deadline)
         with self._lock:
             self._in_flight.add(request)
-        try:
-            request._open(body)
-        except BaseException:
-            request._discard()
-            raise
+        request._open(
+            model=model,
+            messages=[_on_the_wire(message) for message in sent],
+            max_tokens=max_new_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            stop=list(stop) if stop else openai.omit,
+            tools=[dict(tool) for tool in tools] if tools else openai.omit,
+        )
         return request
 
     def generate(
@@ -184,51 +169,41 @@ class OpenAIEngine:
 
     def swap(self, location: str, *, version: str) -> None:
         """Load the LoRA adapter at `location` (a path on the server) as `version` and answer with it."""
-        url = f"{self.base_url}/v1/load_lora_adapter"
+        body = {"lora_name": version, "lora_path": location}
         try:
-            response = requests.post(
-                url,
-                json={"lora_name": version, "lora_path": location},
-                headers=self._headers(),
-                timeout=self.timeout,
-            )
-        except requests.RequestException as e:
-            raise SwapError(f"could not reach {url} to load LoRA adapter {version!r}: {e}") from e
-        if response.status_code != 200:
-            message = _error_message(response)
-            lowered = message.lower()
-            if response.status_code == 400 and "already" in lowered and "loaded" in lowered:
-                # vLLM keeps adapters by name; Ember's versions are unique, so this is the same one.
-                log.info("LoRA adapter %s is already loaded on the server; answering with it", version)
-            else:
-                hint = ""
-                if response.status_code in (404, 405):
-                    hint = " (vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True for this)"
+            self._client.post("/load_lora_adapter", cast_to=str, body=body, options={"headers": self._headers})
+        except openai.APIStatusError as e:
+            message, status = _describe_error(e.body, e.message), e.status_code
+            # vLLM keeps adapters by name; Ember's versions are unique, so one already loaded is this one.
+            if not (status == 400 and "already" in message.lower() and "loaded" in message.lower()):
+                hint = " (vLLM needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True for this)"
                 raise SwapError(
-                    f"the server refused LoRA adapter {version!r} from {location}: "
-                    f"HTTP {response.status_code}: {message}{hint}"
-                )
+                    f"the server refused LoRA adapter {version!r} from {location}: HTTP {status}: {message}"
+                    + (hint if status in (404, 405) else "")
+                ) from e
+        except openai.OpenAIError as e:
+            url, cause = f"{self.base_url}/v1/load_lora_adapter", e.__cause__ or e
+            raise SwapError(f"could not reach {url} to load LoRA adapter {version!r}: {cause}") from e
         with self._lock:
-            previous = self._model
-            self._model = version
-            self.version = version
+            previous, self.model, self.version = self.model, version, version
         log.info("answering with LoRA adapter %s (was %s)", version, previous)
 
     def close(self) -> None:
         """Cancel the requests in flight and drop the connections; later requests raise."""
         with self._lock:
-            self._closed = True
-            running = list(self._in_flight)
+            self._closed, running = True, list(self._in_flight)
         for request in running:
-            request.cancel()
+            request.cancel()  # their sockets are shut down now, so closing the pool under them is safe
+        self._client.close()
 
-    # --- internals ----------------------------------------------------------------------------
-
-    def _headers(self, **extra: str) -> dict[str, str]:
-        headers = dict(extra)
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+    def _before_send(self, request: httpx2.Request) -> None:
+        """httpx's request hook, run before every attempt: give it only the time left to its deadline."""
+        if (deadline := getattr(self._opening, "deadline", None)) is None:
+            return
+        if (left := deadline - time.monotonic()) <= 0:
+            raise _DeadlinePassed
+        timeouts = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: left if v is None else min(v, left) for k, v in timeouts.items()}
 
     def _release(self, request: OpenAIStream) -> None:
         with self._lock:
@@ -236,57 +211,36 @@ class OpenAIEngine:
 
     def _discover_context_window(self) -> tuple[int | None, bool]:
         """Ask `/v1/models` for `max_model_len`: (window, whether the server answered)."""
-        url = f"{self.base_url}/v1/models"
         try:
-            response = requests.get(url, headers=self._headers(), timeout=min(self.timeout, 10.0))
-            response.raise_for_status()
-            cards = response.json().get("data") or []
-        except (requests.RequestException, ValueError, AttributeError) as e:
-            log.debug("could not read the context window from %s: %s", url, e)
+            client = self._client.with_options(max_retries=0, timeout=min(self.timeout, 10.0))
+            cards = [card.to_dict() for card in client.models.list(extra_headers=self._headers).data]
+        except (openai.OpenAIError, ValueError, AttributeError, TypeError) as e:
+            log.debug("could not read the context window from %s/v1/models: %s", self.base_url, e)
             return None, False
         model = self.model
-        ours = [c for c in cards if isinstance(c, dict) and model in (c.get("id"), c.get("root"))]
-        for card in [*ours, *cards]:
-            length = card.get("max_model_len") if isinstance(card, dict) else None
-            if isinstance(length, int) and length > 0:
-                log.info("context window of %s: %d tokens (from %s)", model, length, url)
-                return length, True
-        return None, True
+        cards.sort(key=lambda card: model not in (card.get("id"), card.get("root")))  # this model's card first
+        window = next((n for c in cards if isinstance(n := c.get("max_model_len"), int) and n > 0), None)
+        log.info("context window of %s from %s/v1/models: %s tokens", model, self.base_url, window)
+        return window, True
 
-    def _fit(self, messages: Sequence[Message], max_new_tokens: int) -> tuple[list[Message], PromptInfo]:
+    def _fit(self, messages: Sequence[Message], max_new_tokens: int, tools: Tools) -> tuple[list[Message], PromptInfo]:
         """The messages to send, and how they were fitted (prompt_tokens: tokenizer count, else 0)."""
-        messages = [dict(m) for m in messages]
-        question = messages[-1]
-        length = len(question["content"])
-        window = self.context_window
-        if window is None:
-            return messages, PromptInfo(self._count_prompt(messages), 0, length, length)
-        budget = window - max_new_tokens
-        if budget <= 0:
+        messages, window = [dict(m) for m in messages], self.context_window
+        if window is not None and window <= max_new_tokens:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in a {window}-token window")
-        system = [m for m in messages[:1] if m["role"] == "system"]
-        history = messages[len(system) : -1]
-        if self.tokenizer is not None:
-            with self._tokenizer_lock:
-                fitted = fit(self.tokenizer, messages, budget)
-            kept = {**question, "content": question["content"][: fitted.question_chars_kept]}
-            sent = [*system, *history[fitted.dropped_messages :], kept]
-            return sent, PromptInfo(len(fitted.input_ids), fitted.dropped_messages, length, len(kept["content"]))
-        return _fit_by_estimate(system, history, question, budget)
-
-    def _count_prompt(self, messages: Sequence[Message]) -> int:
-        if self.tokenizer is None:
-            return 0
-        from models.prompt import render
-
-        with self._tokenizer_lock:
-            return len(render(self.tokenizer, messages))
+        with self._tokenizer_lock:  # without a window, nothing is cut: fitting only counts
+            fitted = fit(
+                self._counter, messages, sys.maxsize if window is None else window - max_new_tokens, tools=tools
+            )
+        system, question = [m for m in messages[:1] if m["role"] == "system"], messages[-1]
+        kept = {**question, "content": question["content"][: fitted.question_chars_kept]}
+        sent = [*system, *messages[len(system) + fitted.dropped_messages : -1], kept]
+        counted = 0 if self.tokenizer is None else len(fitted.input_ids)
+        return sent, PromptInfo(counted, fitted.dropped_messages, fitted.question_chars, fitted.question_chars_kept)
 
     def _count_text(self, text: str) -> int:
-        if self.tokenizer is None or not text:
-            return 0
         with self._tokenizer_lock:
-            return len(self.tokenizer.encode(text, add_special_tokens=False))
+            return len(self.tokenizer.encode(text, add_special_tokens=False)) if self.tokenizer and text else 0
 
 
 class OpenAIStream:
@@ -296,31 +250,23 @@ class OpenAIStream:
     def __init__(
         self, engine: OpenAIEngine, *, version: str, shape: PromptInfo, started: float, deadline: float | None
     ) -> None:
-        self._engine = engine
-        self._version = version
-        self._shape = shape
-        self._started = started
-        self._deadline = deadline
+        self._engine, self._version, self._shape = engine, version, shape
+        self._started, self._deadline = started, deadline
         self._state = threading.Lock()
-        self._session: requests.Session | None = None
-        self._response: requests.Response | None = None
-        self._socket: socket.socket | None = None
+        self._stream: openai.Stream[ChatCompletionChunk] | None = None
         self._timer: threading.Timer | None = None
         self._iterator: Iterator[str] | None = None
-        self._finished = False
+        self._reading = self._finished = False
         self._abort_reason: FinishReason | None = None
         self._finish_reason: FinishReason | None = None
-        self._done = False
-        self._usage: dict[str, Any] | None = None
+        self._usage: Any = None
         self._parts: list[str] = []
+        self._calls: dict[int, tuple[list[str], list[str]]] = {}  # index: (name pieces, argument pieces)
         self._first_token: float | None = None
         self._completion: Completion | None = None
 
-    # --- TokenStream --------------------------------------------------------------------------
-
     def __iter__(self) -> Iterator[str]:
-        # One generator per request: iterating again continues (or finds finished) the same stream.
-        with self._state:
+        with self._state:  # one generator per request: iterating again continues the same stream
             if self._iterator is None:
                 self._iterator = self._run()
             return self._iterator
@@ -335,81 +281,73 @@ class OpenAIStream:
             raise RuntimeError("the completion is available once the stream has been iterated to its end")
         return self._completion
 
-    # --- internals ----------------------------------------------------------------------------
-
-    def _open(self, body: dict[str, Any]) -> None:
+    def _open(self, **request: Any) -> None:
         engine = self._engine
-        url = f"{engine.base_url}/v1/chat/completions"
-        read_timeout = engine.timeout
-        if self._deadline is not None:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                self._abort("deadline")
-                return
-            read_timeout = min(read_timeout, remaining)
-        headers = engine._headers(Accept="text/event-stream", **{"Accept-Encoding": "identity"})
-        # A session per request: nothing shared between threads, and the connection is closed at the
-        # end anyway (a stream is not read past [DONE], so it cannot go back to a pool).
-        session = self._session = requests.Session()
+        engine._opening.deadline = self._deadline
         try:
-            response = session.post(
-                url, json=body, headers=headers, stream=True, timeout=(engine.timeout, read_timeout)
-            )
-        except requests.ReadTimeout as e:
-            if self._past_deadline():
-                self._abort("deadline")
-                return
-            raise OpenAIBackendError(f"{url} did not answer within {engine.timeout:g} s") from e
-        except requests.ConnectionError as e:
-            raise OpenAIBackendError(f"cannot reach the OpenAI-compatible server at {engine.base_url}: {e}") from e
-        except requests.RequestException as e:
-            raise OpenAIBackendError(f"request to {url} failed: {e}") from e
-        if response.status_code != 200:
-            message = _error_message(response)
-            response.close()
-            raise OpenAIBackendError(
-                f"{url} answered HTTP {response.status_code}: {message}", status=response.status_code
-            )
-        self._response = response
-        self._socket = _socket_of(response)
-        if self._deadline is not None:
+            stream = engine._client.chat.completions.create(**request, extra_headers=engine._headers)
+        except BaseException as e:
+            engine._release(self)
+            if not isinstance(e, (openai.OpenAIError, _DeadlinePassed)):
+                raise
+            self._fail(e, opening=True)
+            return
+        finally:
+            engine._opening.deadline = None
+        with self._state:
+            self._stream, aborted = stream, self._abort_reason is not None
+        if aborted:  # cancelled (engine.close()) while the request was being opened
+            stream.close()
+        elif self._deadline is not None:
             self._timer = threading.Timer(max(0.0, self._deadline - time.monotonic()), self._abort, ("deadline",))
             self._timer.daemon = True
             self._timer.start()
 
-    def _discard(self) -> None:
-        """The request never got going: forget it."""
-        if self._session is not None:
-            self._session.close()
-        self._engine._release(self)
-
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
+    def _fail(self, e: Exception, *, opening: bool) -> None:
+        """Raise what an error means, unless a cancel or the deadline ended the request (then it ends there)."""
+        base = self._engine.base_url
+        past_deadline = self._deadline is not None and time.monotonic() >= self._deadline
+        if self._abort_reason is not None or isinstance(e, _DeadlinePassed) or past_deadline:
+            self._abort("deadline")  # nothing more to do if it was cancelled
+            return
+        if isinstance(e, openai.APIStatusError):
+            message = f"{base}/v1/chat/completions answered HTTP {e.status_code}: {_describe_error(e.body, e.message)}"
+            raise OpenAIBackendError(message, status=e.status_code) from e
+        if isinstance(e, openai.APITimeoutError):
+            raise OpenAIBackendError(f"{base} sent nothing for {self._engine.timeout:g} s") from e
+        if isinstance(e, openai.APIConnectionError):
+            what = "cannot reach the OpenAI-compatible server at" if opening else "lost the stream from"
+            raise OpenAIBackendError(f"{what} {base}: {e.__cause__ or e}") from e  # the transport's own words
+        if isinstance(e, openai.APIError):  # an error event in the stream
+            raise OpenAIBackendError(f"{base} failed mid-answer: {e.message}") from e
+        raise OpenAIBackendError(f"{base} sent something that is not a chat completion: {e}") from e
 
     def _abort(self, reason: FinishReason) -> None:
         with self._state:
             if self._finished or self._abort_reason is not None:
                 return
             self._abort_reason = reason
-            response, iterating = self._response, self._iterator is not None
-        # Shutting the socket down wakes a reader blocked in recv() at once; close() alone may not.
-        if self._socket is not None:
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
-        if response is not None and (self._socket is None or not iterating):
-            response.close()
+            stream, reading = self._stream, self._reading
         if self._timer is not None:
             self._timer.cancel()
         self._engine._release(self)
+        if stream is None:
+            return
+        # close() does not wake a thread blocked in recv(); a shutdown does, and sends the FIN vLLM aborts on.
+        network = stream.response.extensions.get("network_stream")  # httpx's documented extension (HTTP/1.1)
+        sock = network.get_extra_info("socket") if network is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's method, also under TLS
+        if not reading or not isinstance(sock, socket.socket):  # else the reader closes it, woken
+            with contextlib.suppress(Exception):
+                stream.close()
 
     def _run(self) -> Iterator[str]:
         failed = False
         try:
             for delta in self._deltas():
-                if not delta:
-                    continue
-                if self._first_token is None:
-                    self._first_token = time.perf_counter()
+                self._first_token = self._first_token or time.perf_counter()
                 self._parts.append(delta)
                 yield delta
         except GeneratorExit:
@@ -422,92 +360,50 @@ class OpenAIStream:
             self._finish(failed)
 
     def _deltas(self) -> Iterator[str]:
-        response = self._response
-        if response is None or self._abort_reason is not None:
+        with self._state:
+            stream = None if self._abort_reason else self._stream
+            self._reading = stream is not None
+        if stream is None:
             return
-        content_type = response.headers.get("Content-Type", "")
-        if "text/event-stream" not in content_type:
-            yield from self._whole_answer(response)
-            return
-        raw: Any = response.raw
-        read1 = raw.read1 if hasattr(raw, "read1") else raw._fp.read1
-        buffer = b""
-        data: list[str] = []
-        while True:
-            try:
-                chunk = read1(_READ_SIZE)
-            except Exception as e:  # urllib3 and socket errors alike, once the connection is gone
+        try:
+            if "text/event-stream" not in stream.response.headers.get("content-type", ""):
+                yield from self._whole_answer(stream)
+                return
+            for chunk in stream:
                 if self._abort_reason is not None:
                     return
-                if self._past_deadline():
-                    self._abort("deadline")
-                    return
-                raise OpenAIBackendError(f"the stream from {self._engine.base_url} broke: {e}") from e
-            if self._abort_reason is not None:
-                return
-            if not chunk:
-                lines = [buffer, b""] if buffer else [b""]
-            else:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                text = line.rstrip(b"\r").decode("utf-8", errors="replace")
-                if text:
-                    field, _, value = text.partition(":")
-                    if field == "data":
-                        data.append(value[1:] if value.startswith(" ") else value)
-                    continue  # comments (": ping"), event:, id: and retry: lines carry nothing for us
-                if not data:
-                    continue
-                event, data = "\n".join(data), []
-                if event.strip() == "[DONE]":
-                    self._done = True
-                    return
-                yield from self._event(event)
-            if not chunk:
-                if self._finish_reason is not None:
-                    return  # a server that ends the stream without [DONE]
-                raise OpenAIBackendError(f"{self._engine.base_url} closed the stream before the answer finished")
-            if self._past_deadline():
-                self._abort("deadline")
-                return
+                yield from self._chunk(chunk)
+        except Exception as e:  # the client's errors, odd events, and whatever a socket shut down under it raises
+            self._fail(e, opening=False)
+            return
+        if self._abort_reason is None and self._finish_reason is None and self._usage is None:
+            raise OpenAIBackendError(f"{self._engine.base_url} closed the stream before the answer finished")
 
-    def _event(self, event: str) -> Iterator[str]:
-        try:
-            payload = json.loads(event)
-        except ValueError as e:
-            raise OpenAIBackendError(f"{self._engine.base_url} sent an event that is not JSON: {event[:200]!r}") from e
-        if not isinstance(payload, dict):
-            raise OpenAIBackendError(f"{self._engine.base_url} sent an unexpected event: {event[:200]!r}")
-        if payload.get("error"):
-            raise OpenAIBackendError(f"{self._engine.base_url} failed mid-answer: {_describe_error(payload)}")
-        if isinstance(payload.get("usage"), dict):
-            self._usage = payload["usage"]
-        for choice in payload.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            content = delta.get("content") if isinstance(delta, dict) else None
-            if isinstance(content, str) and content:
-                yield content
-            reason = choice.get("finish_reason")
-            if reason:
-                self._finish_reason = _FINISH_REASONS.get(str(reason), "stop")
+    def _chunk(self, chunk: ChatCompletionChunk) -> Iterator[str]:
+        self._usage = chunk.usage or self._usage
+        for choice in chunk.choices or []:  # one (Ember asks for n=1)
+            if choice.delta and isinstance(choice.delta.content, str) and choice.delta.content:
+                yield choice.delta.content
+            for call in (choice.delta and choice.delta.tool_calls) or []:
+                names, pieces = self._calls.setdefault(call.index or 0, ([], []))
+                if call.function is not None:
+                    names.append(call.function.name or "")  # vLLM sends it once; joined in case it is split
+                    pieces.append(call.function.arguments or "")
+            if choice.finish_reason:
+                self._finish_reason = _FINISH_REASONS.get(str(choice.finish_reason), "stop")
 
-    def _whole_answer(self, response: requests.Response) -> Iterator[str]:
+    def _whole_answer(self, stream: openai.Stream[ChatCompletionChunk]) -> Iterator[str]:
         """A server that ignored `stream: true` and sent one JSON completion."""
-        try:
-            payload = response.json()
-            choice = payload["choices"][0]
-            content = choice["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            raise OpenAIBackendError(f"{self._engine.base_url} sent an answer that is not a chat completion") from e
-        if isinstance(payload.get("usage"), dict):
-            self._usage = payload["usage"]
-        self._finish_reason = _FINISH_REASONS.get(str(choice.get("finish_reason") or "stop"), "stop")
-        self._done = True
-        if content:
-            yield str(content)
+        payload = json.loads(stream.response.read())
+        choice = payload["choices"][0]
+        calls = choice["message"].get("tool_calls") or []
+        self._calls = {i: ([c["function"]["name"]], [c["function"]["arguments"]]) for i, c in enumerate(calls)}
+        self._usage, self._finish_reason = (
+            payload.get("usage"),
+            _FINISH_REASONS.get(choice.get("finish_reason"), "stop"),
+        )
+        if choice["message"].get("content"):
+            yield str(choice["message"]["content"])
 
     def _finish(self, failed: bool) -> None:
         with self._state:
@@ -516,127 +412,67 @@ class OpenAIStream:
             self._finished = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._response is not None:
-            self._response.close()
-        if self._session is not None:
-            self._session.close()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
         self._engine._release(self)
-        engine, text = self._engine, "".join(self._parts)
-        reason: FinishReason = self._abort_reason or ("error" if failed else self._finish_reason or "stop")
-        usage = self._usage or {}
-        prompt_tokens = _int(usage.get("prompt_tokens"), None)
-        if prompt_tokens is None:
-            prompt_tokens = self._shape.prompt_tokens
-        completion_tokens = _int(usage.get("completion_tokens"), None)
-        if completion_tokens is None:
-            completion_tokens = engine._count_text(text)
-        shape = self._shape
+        text, started = "".join(self._parts), self._started
+        prompt_tokens = _usage_count(self._usage, "prompt_tokens") or self._shape.prompt_tokens
+        calls = [{"name": "".join(n), "arguments": _arguments("".join(a))} for _, (n, a) in sorted(self._calls.items())]
         self._completion = Completion(
             text=text,
             model_version=self._version,
             prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            seconds=time.perf_counter() - self._started,
-            prompt=PromptInfo(prompt_tokens, shape.dropped_messages, shape.question_chars, shape.question_chars_kept),
-            finish_reason=reason,
-            time_to_first_token=None if self._first_token is None else self._first_token - self._started,
+            completion_tokens=_usage_count(self._usage, "completion_tokens") or self._engine._count_text(text),
+            seconds=time.perf_counter() - started,
+            prompt=dataclasses.replace(self._shape, prompt_tokens=prompt_tokens),
+            finish_reason=self._abort_reason or ("error" if failed else self._finish_reason or "stop"),
+            time_to_first_token=None if self._first_token is None else self._first_token - started,
+            tool_calls=tuple(calls),
         )
 
 
-def _fit_by_estimate(
-    system: list[Message], history: list[Message], question: Message, budget: int
-) -> tuple[list[Message], PromptInfo]:
-    """Drop the oldest turns, then cut the question, by a characters-per-token estimate."""
-
-    def cost(message: Message) -> int:
-        return MESSAGE_OVERHEAD_TOKENS + math.ceil(len(message["content"]) / CHARS_PER_TOKEN)
-
-    fixed = PROMPT_OVERHEAD_TOKENS + sum(cost(m) for m in system)
-    history = list(history)
-    dropped = 0
-    total = fixed + sum(cost(m) for m in history) + cost(question)
-    while total > budget and history:
-        total -= cost(history.pop(0))
-        dropped += 1
-    content = question["content"]
-    if total > budget:
-        room = budget - fixed - MESSAGE_OVERHEAD_TOKENS
-        if room <= 0:
-            raise PromptTooLong(f"the system prompt alone takes about {fixed} of {budget} tokens")
-        content = content[: room * CHARS_PER_TOKEN]
-    sent = [*system, *history, {**question, "content": content}]
-    return sent, PromptInfo(0, dropped, len(question["content"]), len(content))
-
-
-def _normalize_base_url(url: str) -> str:
+def _base_url(url: str) -> str:
     """`http://host:8000`, `http://host:8000/` and `http://host:8000/v1` all name the same server."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
+    url = url.strip().rstrip("/").removesuffix("/v1")
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"the OpenAI-compatible server's URL must start with http:// or https://, not {url!r}")
     return url
 
 
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    """The response's socket, so another thread can shut it down under a blocked read."""
-    raw: Any = response.raw
-    for path in (("_connection", "sock"), ("_fp", "fp", "raw", "_sock")):
-        node = raw
-        for name in path:
-            node = getattr(node, name, None)
-            if node is None:
-                break
-        if isinstance(node, socket.socket):
-            return node
-    return None
-
-
-def _describe_error(payload: Any) -> str:
-    if isinstance(payload, dict):
-        error = payload.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str) and error:
-            return error
-        for key in ("message", "detail"):
-            if payload.get(key):
-                return str(payload[key])
-    return json.dumps(payload)[:500]
-
-
-def _error_message(response: requests.Response) -> str:
+def _arguments(text: str) -> dict[str, Any] | str:
+    """Tool-call arguments as a dict; the raw text when they are not a JSON object (the model is told)."""
     try:
-        return _describe_error(response.json())
+        value = json.loads(text) if text.strip() else {}
     except ValueError:
-        return response.text.strip()[:500] or response.reason or "no details"
+        return text
+    return value if isinstance(value, dict) else text
 
 
-def _int(value: object, default: int | None) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _describe_error(payload: object, fallback: str) -> str:
+    """The message of an OpenAI-style error body (the client hands over its `error` object)."""
+    error = payload.get("error", payload) if isinstance(payload, Mapping) else payload
+    if isinstance(error, Mapping):
+        error = error.get("message") or error.get("detail")
+    return str(error).strip()[:500] if error else fallback
 
 
-__all__ = ["OpenAIBackendError", "OpenAIEngine", "OpenAIStream"]
-
-if TYPE_CHECKING:  # mypy checks that OpenAIEngine is an LLM and OpenAIStream a TokenStream
-    from models.base import LLM, TokenStream
-
-    def _is_llm(engine: OpenAIEngine) -> LLM:
-        return engine
-
-    def _is_token_stream(stream: OpenAIStream) -> TokenStream:
-        return stream
+def _usage_count(usage: object, name: str) -> int | None:
+    """A count from the server's `usage` (an object in a stream, a dict in a whole answer)."""
+    value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _on_the_wire(message: Message) -> Message:
     """The OpenAI API wants tool-call arguments as a JSON string; chat templates (and the agent) use a dict."""
-    calls = message.get("tool_calls")
-    if not calls:
+    if not message.get("tool_calls"):
         return message
-    wired = []
-    for call in calls:
-        function = dict(call.get("function", {}))
+    calls = [{"type": "function", **call, "function": dict(call.get("function", {}))} for call in message["tool_calls"]]
+    for function in (call["function"] for call in calls):
         if not isinstance(function.get("arguments"), str):
             function["arguments"] = json.dumps(function.get("arguments") or {})
-        wired.append({"type": "function", **call, "function": function})
-    return {**message, "tool_calls": wired}
+    return {**message, "tool_calls": calls}
+
+
+if TYPE_CHECKING:  # mypy checks that OpenAIEngine is an LLM, and so that its streams are TokenStreams
+    _is_an_llm: type[LLM] = OpenAIEngine

@@ -6,6 +6,9 @@ the question alone is still too long is the question itself cut (and the caller 
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,9 +16,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
+
 # Content is text; an assistant message that called tools also carries `tool_calls` (a list).
 Message = dict[str, Any]
 Tools = Sequence[Mapping[str, Any]] | None
+
+
+# The estimate used when no tokenizer is given: generous for English, short for code or CJK text.
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4  # role markers and separators around each message
+PROMPT_OVERHEAD_TOKENS = 3  # the assistant turn's opening
 
 
 class PromptTooLong(Exception):
@@ -90,3 +101,54 @@ def _cut_question(
             return FittedPrompt(ids, dropped, len(content), len(kept))
         room -= max(1, len(ids) - budget)
     raise PromptTooLong(f"no part of the question fits in {budget} tokens")
+
+
+_PROBE_NAME = "ember_probe_tool"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "Checks whether the chat template shows tools.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+def template_supports_tools(tokenizer: PreTrainedTokenizerBase | None) -> bool:
+    """Whether the chat template shows tools: render one and look for its name.
+
+    Asking the template itself beats looking for words in its text: a template that mentions
+    "tools" may still drop them, and one that shows them may call them something else.
+    """
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return False
+    try:
+        rendered: Any = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}], tools=[_PROBE_TOOL], add_generation_prompt=True, tokenize=False
+        )
+    except Exception:
+        # Templates raise what they like (jinja errors, raise_exception(...)): any failure means no tools.
+        log.debug("chat template cannot render tools", exc_info=True)
+        return False
+    return isinstance(rendered, str) and _PROBE_NAME in rendered
+
+
+class EstimatingTokenizer:
+    """Stands in for a tokenizer where a backend has none (an OpenAI-compatible server's model): counts by
+    characters, so fitting and counting work alike with or without the real one."""
+
+    def apply_chat_template(self, messages: Sequence[Message], *, tools: Tools = None, **_: Any) -> list[int]:
+        schemas = [{"content": json.dumps([dict(t) for t in tools], default=str)}] if tools else []
+        return [0] * (PROMPT_OVERHEAD_TOKENS + sum(map(_cost, [*messages, *schemas])))
+
+    def encode(self, text: str, **_: Any) -> list[str]:  # the "tokens" are slices of the text
+        return [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
+
+    def decode(self, tokens: Sequence[str], **_: Any) -> str:
+        return "".join(tokens)
+
+
+def _cost(message: Message) -> int:
+    """A message's tokens by the estimate, the tool calls it made included."""
+    text = str(message.get("content") or "") + (json.dumps(message["tool_calls"]) if message.get("tool_calls") else "")
+    return MESSAGE_OVERHEAD_TOKENS + math.ceil(len(text) / CHARS_PER_TOKEN)

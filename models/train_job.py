@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import shutil
 import signal
 import sys
@@ -387,42 +386,22 @@ _TRAIN_ARGS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults = _defaults()
+    """Every setting comes as an argument: `ember train` and the nightly job pass the bot's own (see
+    bot.scheduler.train_argv), so this process needs nothing of the bot's and never imports it."""
     parser = argparse.ArgumentParser(prog="python -m models.train_job", description="One Ember training run.")
-    parser.add_argument("--data-dir", type=Path, default=defaults["data_dir"])
-    parser.add_argument("--database-url", default=defaults["database_url"])
-    parser.add_argument("--model", default=defaults["model"])
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults["device"])
-    parser.add_argument("--system-prompt", default=defaults["system_prompt"])
-    parser.add_argument("--include-private", action=argparse.BooleanOptionalAction, default=defaults["include_private"])
-    parser.add_argument("--min-examples", type=int, default=defaults["min_examples"])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--database-url", help="default: the SQLite file ember.db in the data directory")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--system-prompt", required=True, help="the system prompt the bot answers with")
+    parser.add_argument("--include-private", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--min-examples", type=int, default=dataset.MIN_EXAMPLES)
     parser.add_argument("--holdout-fraction", type=float, default=dataset.HOLDOUT_FRACTION)
     for name, kind in _TRAIN_ARGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: per device")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
-
-
-def _defaults() -> dict[str, Any]:
-    """Ember's own settings (environment and .env, as `ember` reads them), so a bare run trains what serves."""
-    from bot.settings import load_settings  # pydantic only; bot is the caller, imported here for its defaults
-
-    settings = load_settings()
-    env = os.environ
-    return {
-        "data_dir": settings.data_dir,
-        "database_url": settings.database_url,
-        "model": settings.model,
-        "device": settings.device,
-        "system_prompt": settings.system_prompt,
-        "include_private": bool(
-            getattr(settings, "train_on_private", env.get("EMBER_TRAIN_ON_PRIVATE", "").lower() in ("1", "true", "yes"))
-        ),
-        "min_examples": int(
-            getattr(settings, "train_min_examples", env.get("EMBER_TRAIN_MIN_EXAMPLES", dataset.MIN_EXAMPLES))
-        ),
-    }
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -11,8 +11,8 @@ from bot.runtime import Ember
 from bot.settings import Settings, load_settings
 from db import Database
 from models.embeddings import Embedder
-from tests.models import build_tiny_model, packaged_tokenizer
 from tests.slackfake import FakeSlack, SlackClient
+from tests.support.models import build_tiny_model, packaged_tokenizer
 
 # Tests never reach a model hub; everything they load is built here or shipped in a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

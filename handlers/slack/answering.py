@@ -1,0 +1,236 @@
+"""The one path every answer takes in Slack, whichever surface asked: context, answer, stream, remember.
+
+Mentions, DMs and `/ember ask` all come here with a `SlackAsk` and a `ReplyTarget`, so every
+answer streams, cites the memories it drew on, carries feedback buttons whose vote finds its turn,
+and shows the agent's tool steps as the thread's status. It runs off the ack path (Bolt acks first,
+then calls the listener in its executor), claims the Slack event so a redelivery never answers
+twice, and tells the asker when something broke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from db.repo import claim_event, finish_event
+from db.search import MemoryHit
+from handlers.qa.agent import ToolStep
+from handlers.qa.handler import PendingAnswer
+from handlers.qa.types import Answer, Readers
+from handlers.slack.asks import SlackAsk
+from handlers.slack.feedback import feedback_blocks
+from handlers.slack.readers import SlackHistory, fetch_thread
+from handlers.slack.services import Services
+from handlers.slack.streaming import PostedAnswer, set_status, stream_answer
+from handlers.slack.writers import Respond
+
+log = logging.getLogger(__name__)
+
+FAILURE_REPLY = "Sorry, something went wrong while I was answering. Please try again in a moment."
+THINKING = "is thinking…"
+# What the thread's status says while a tool runs.
+TOOL_STATUS = {
+    "search_memory": "is searching memory…",
+    "read_thread": "is reading the thread…",
+    "read_channel": "is reading the channel…",
+    "current_time": "is checking the time…",
+}
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where an answer goes: a thread (or a DM's top level), or a slash command's channel."""
+
+    channel_id: str
+    thread_ts: str | None
+    # Shown above the answer: a slash command's answer is top-level, so it says what was asked.
+    heading: str = ""
+    # A slash command's response_url, for a channel Ember may not post in.
+    respond: Respond | None = None
+    # The posted answer starts a thread that continues this conversation (a slash command's answer).
+    opens_thread: bool = False
+
+    @classmethod
+    def replying_to(cls, ask: SlackAsk) -> ReplyTarget:
+        return cls(ask.channel_id, ask.reply_thread_ts)
+
+    @classmethod
+    def for_command(cls, ask: SlackAsk, respond: Respond) -> ReplyTarget:
+        return cls(
+            ask.channel_id,
+            None,
+            heading=f"<@{ask.user_id}> asked: _{ask.text}_\n\n",
+            respond=respond,
+            opens_thread=True,
+        )
+
+
+def answer_and_post(
+    services: Services, client: WebClient, ask: SlackAsk, *, bot_user_id: str | None, target: ReplyTarget | None = None
+) -> None:
+    target = target or ReplyTarget.replying_to(ask)
+    if ask.event_id and not _claim(services, ask.event_id):
+        log.info("event %s is already answered or being answered; not answering again", ask.event_id)
+        return
+    try:
+        thread = fetch_thread(client, ask.channel_id, ask.reply_thread_ts, skip_ts=ask.ts, bot_user_id=bot_user_id)
+        question = ask.question(thread)
+        if ask.source != "command":  # a command's ack already said where it stands in the queue
+            tell_if_busy(services, client, ask)
+        if ask.channel_type == "im" and ask.reply_thread_ts:
+            set_status(client, ask.channel_id, ask.reply_thread_ts, THINKING)
+        readers = Readers(
+            thread=lambda: question.thread,
+            history=SlackHistory(client, bot_user_id=bot_user_id),
+            channel_type=functools.partial(services.channel_type, client),
+        )
+        pending = services.qa.start(question, readers=readers)
+    except Exception:
+        log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
+        _finish(services, ask.event_id, ok=False)
+        _tell_failure(client, target)
+        return
+    try:
+        answer, posted = _write(services, client, ask, target, pending)
+        if target.opens_thread and posted.ts is not None:
+            question = dataclasses.replace(
+                question, conversation=dataclasses.replace(question.conversation, thread_ts=posted.ts)
+            )
+        services.qa.remember(question, answer, answer_ts=posted.ts, tool_calls=pending.tool_calls)
+    except Exception:
+        # stream_answer has already replaced the partial answer with FAILURE_REPLY.
+        log.exception("answering %s in %s failed", ask.event_id or ask.ts, ask.channel_id)
+        _finish(services, ask.event_id, ok=False)
+        return
+    _finish(services, ask.event_id, ok=True)
+
+
+def _write(
+    services: Services, client: WebClient, ask: SlackAsk, target: ReplyTarget, pending: PendingAnswer
+) -> tuple[Answer, PostedAnswer]:
+    """Stream the answer as it is generated; return the final answer and what it became in Slack."""
+    final: list[Answer] = []
+
+    def final_text() -> str:
+        final.append(pending.result())
+        return target.heading + final[0].text + citations(client, pending.sources)
+
+    deltas = pending.deltas(on_step=_show_step(client, target))
+    posted = stream_answer(
+        client,
+        _headed(target.heading, deltas),
+        channel=target.channel_id,
+        thread_ts=target.thread_ts,
+        recipient_team_id=ask.workspace_id or None,
+        recipient_user_id=ask.user_id,
+        support=services.streaming,
+        team_id=ask.workspace_id,
+        final_text=final_text,
+        blocks=feedback_blocks(ask.ts or ""),
+        error_text=FAILURE_REPLY,
+        update_interval=services.stream_interval,
+        respond=target.respond,
+    )
+    return final[0], posted
+
+
+def _headed(heading: str, deltas: Iterator[str]) -> Iterator[str]:
+    """The answer's text with the heading in front of its first piece (nothing shows before the model
+    has written something)."""
+    for delta in deltas:
+        yield heading + delta
+        break
+    yield from deltas
+
+
+def _show_step(client: WebClient, target: ReplyTarget) -> Callable[[ToolStep], None] | None:
+    """Shows each tool step as the thread's status ("is searching memory…"); a top-level answer has
+    no thread to show it in."""
+    thread_ts = target.thread_ts
+    if thread_ts is None:
+        return None
+
+    def show(step: ToolStep) -> None:
+        set_status(client, target.channel_id, thread_ts, TOOL_STATUS.get(step.name, f"is using {step.name}…"))
+
+    return show
+
+
+def citations(client: WebClient, sources: Sequence[MemoryHit]) -> str:
+    """A Markdown line linking the remembered messages an answer drew on ("" when there were none)."""
+    links = []
+    for number, hit in enumerate(sources, start=1):
+        label = f"{number}: {hit.kind}"
+        if hit.source_ts is None:
+            links.append(label)
+            continue
+        try:
+            url = client.chat_getPermalink(channel=hit.channel_id, message_ts=hit.source_ts)["permalink"]
+        except SlackApiError:
+            links.append(label)
+            continue
+        links.append(f"[{label}]({url})")
+    return f"\n\n_Drawn on: {' · '.join(links)}_" if links else ""
+
+
+def queued_note(services: Services) -> str | None:
+    """What an asker hears when their question waits behind others; None when it does not."""
+    depth = services.qa.engine.queue_depth
+    if not services.max_queue or depth < services.max_queue:
+        return None
+    return f"I'm busy right now: your question is queued (position {depth + 1})."
+
+
+def tell_if_busy(services: Services, client: WebClient, ask: SlackAsk) -> None:
+    """Over the configured queue depth, the asker hears at once that they wait, and where they stand."""
+    note = queued_note(services)
+    if note is None:
+        return
+    try:
+        client.chat_postEphemeral(
+            channel=ask.channel_id,
+            user=ask.user_id,
+            thread_ts=ask.reply_thread_ts,
+            text=f"{note} I'll answer here shortly.",
+        )
+    except SlackApiError as exc:
+        log.warning("could not tell %s they are queued: %s", ask.user_id, exc.response.get("error"))
+
+
+def _claim(services: Services, event_id: str) -> bool:
+    with services.db.session() as session:
+        return claim_event(session, event_id=event_id, lease=services.event_lease)
+
+
+def claim_once(services: Services, event_id: str) -> bool:
+    """Claim an event whose handling is a single quick step: it is done as soon as it is claimed."""
+    if not _claim(services, event_id):
+        return False
+    _finish(services, event_id, ok=True)
+    return True
+
+
+def _finish(services: Services, event_id: str | None, *, ok: bool) -> None:
+    if event_id is None:
+        return
+    try:
+        with services.db.session() as session:
+            finish_event(session, event_id=event_id, ok=ok)
+    except Exception:
+        log.exception("could not record the outcome of event %s", event_id)
+
+
+def _tell_failure(client: WebClient, target: ReplyTarget) -> None:
+    try:
+        if target.respond is not None:
+            target.respond(text=FAILURE_REPLY, response_type="ephemeral")
+        else:
+            client.chat_postMessage(channel=target.channel_id, thread_ts=target.thread_ts, text=FAILURE_REPLY)
+    except (SlackApiError, OSError):
+        log.exception("could not tell the asker in %s that answering failed", target.channel_id)

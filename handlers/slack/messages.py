@@ -1,0 +1,25 @@
+"""`message.im`: direct messages are questions; Ember answers in the DM (in the thread if there is one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import BoltContext
+from slack_sdk import WebClient
+
+from handlers.slack.answering import answer_and_post
+from handlers.slack.asks import ask_from_event
+from handlers.slack.services import CONTEXT_KEY, Services
+from handlers.slack.text import BARE_MENTION_HELP, is_from_person
+
+
+def on_message(body: dict[str, Any], event: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    # Channel messages reach Ember only through app_mention; here only DMs are questions.
+    if event.get("channel_type") != "im" or not is_from_person(event):
+        return
+    services: Services = context[CONTEXT_KEY]
+    ask = ask_from_event(body, event, channel_type="im", bot_user_id=context.bot_user_id, source="dm", in_thread=False)
+    if not ask.text:
+        client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=BARE_MENTION_HELP)
+        return
+    answer_and_post(services, client, ask, bot_user_id=context.bot_user_id)

@@ -1,0 +1,47 @@
+"""What listeners need, handed to them through Bolt's context (see bot.app), never through globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from slack_sdk import WebClient
+
+from db import Database
+from db.memory import Embeds
+from db.vector_index import VectorIndex
+from handlers.qa.handler import QAHandler
+from handlers.qa.recall import Recall
+from handlers.slack.channels import ChannelTypes
+from handlers.slack.streaming import StreamingSupport
+
+CONTEXT_KEY = "ember"
+
+
+@dataclass
+class Services:
+    db: Database
+    qa: QAHandler
+    # Pinned facts and corrections; None runs Ember without day-time memory.
+    recall: Recall | None = None
+    # Questions in the model's queue beyond which askers are told they wait (0: never tell).
+    max_queue: int = 0
+    # Seconds between updates of a streaming answer.
+    stream_interval: float = 1.0
+    # How long a claimed event stays claimed before a retry may take it over (the worker died).
+    event_lease: timedelta = timedelta(minutes=10)
+    # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
+    streaming: StreamingSupport = field(default_factory=StreamingSupport)
+    channels: ChannelTypes = field(default_factory=ChannelTypes)
+
+    def channel_type(self, client: WebClient, channel_id: str) -> str:
+        return self.channels.of(client, channel_id)
+
+    @property
+    def embedder(self) -> Embeds | None:
+        """What new memories are embedded with; None stores them to be embedded later."""
+        return self.recall.embedder if self.recall is not None else None
+
+    @property
+    def index(self) -> VectorIndex | None:
+        return self.recall.index if self.recall is not None else None

@@ -1,0 +1,27 @@
+"""Wires every Slack surface to its listener on a Bolt app."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from handlers.slack.commands import (
+    FORGET_CANCEL,
+    FORGET_CONFIRM,
+    on_ember_command,
+    on_forget_cancel,
+    on_forget_confirm,
+)
+from handlers.slack.feedback import register_feedback
+from handlers.slack.mentions import on_app_mention
+from handlers.slack.messages import on_message
+
+
+def register(app: App, *, command: str = "/ember") -> None:
+    app.event("app_mention")(on_app_mention)
+    # Every message event is acknowledged (Slack retries anything else); only DMs are answered.
+    app.event("message")(on_message)
+    app.command(command)(on_ember_command)
+    app.action(FORGET_CONFIRM)(on_forget_confirm)
+    app.action(FORGET_CANCEL)(on_forget_cancel)
+    # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
+    register_feedback(app)

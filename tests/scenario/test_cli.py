@@ -1,0 +1,220 @@
+"""`ember` as a user runs it: a real subprocess, settings from the environment."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import SIGNING_SECRET
+from tests.slackfake import FakeSlack, SlackClient
+from tests.support.cli import ember, ember_env
+from tests.support.scenario import answered
+
+
+def stored_turns(tmp_path: Path) -> list[tuple[str, str | None, str, int]]:
+    with sqlite3.connect(tmp_path / "data" / "ember.db") as connection:
+        return list(connection.execute("SELECT question, thread_ts, answer, prompt_tokens FROM turns ORDER BY id"))
+
+
+def test_run_without_slack_tokens_names_what_to_set(tmp_path: Path) -> None:
+    result = ember(tmp_path, "run")
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set: set it to your bot token" in result.stderr
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EMBER_PORT", "eighty"),
+        ("EMBER_PORT", "70000"),
+        ("EMBER_DEVICE", "tpu"),
+        ("SLACK_API_URL", "slack.com"),
+        ("SLACK_APP_TOKEN", "xoxb-wrong-kind"),
+        ("EMBER_MAX_NEW_TOKENS", "0"),
+    ],
+)
+def test_a_malformed_setting_stops_start_up_naming_it(tmp_path: Path, name: str, value: str) -> None:
+    result = ember(tmp_path, "ask", "hi", **{name: value})
+    assert result.returncode == 2
+    assert f"{name} is invalid" in result.stderr and "Set it to" in result.stderr
+    assert "Traceback" not in result.stderr
+    if name == "SLACK_APP_TOKEN":
+        assert value not in result.stderr, "secrets are never echoed"
+
+
+def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "hi", EMBER_MODEL="acme/no-such-model")
+    assert result.returncode == 2
+    assert "cannot load model 'acme/no-such-model'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ask_answers_through_the_qa_path_and_remembers(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = ember(
+        tmp_path, "ask", "What is the capital of France?", EMBER_MODEL=str(tiny_model_dir), EMBER_MAX_NEW_TOKENS="8"
+    )
+    assert result.returncode == 0, result.stderr
+    [(question, _thread, answer, _tokens)] = stored_turns(tmp_path)
+    assert question == "What is the capital of France?"
+    assert result.stdout.strip() == answer and answer
+
+
+def test_chat_keeps_the_conversation_in_memory_and_can_resume_it(tmp_path: Path, tiny_model_dir: Path) -> None:
+    env = {"EMBER_MODEL": str(tiny_model_dir), "EMBER_MAX_NEW_TOKENS": "8"}
+    first = ember(tmp_path, "chat", stdin="My name is Ada.\nWhat is my name?\n", **env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("ember> ") == 2
+    conversation_id = first.stdout.split("ember chat --resume ")[1].split("`")[0]
+    resumed = ember(tmp_path, "chat", "--resume", conversation_id, stdin="And again?\n", **env)
+    assert resumed.returncode == 0, resumed.stderr
+    turns = stored_turns(tmp_path)
+    assert [question for question, *_ in turns] == ["My name is Ada.", "What is my name?", "And again?"]
+    assert {thread for _, thread, *_ in turns} == {conversation_id}
+    # Each turn's prompt carries the ones before it.
+    assert turns[0][3] < turns[1][3] < turns[2][3]
+
+
+def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
+    result = ember(tmp_path, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "database is up to date" in result.stdout
+    assert (tmp_path / "data" / "ember.db").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
+    port = free_port()
+    with FakeSlack(bot_token="xoxb-test", bot_user_id="UBOT") as slack:
+        env = ember_env(
+            tmp_path,
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+            EMBER_PORT=str(port),
+            EMBER_MODEL=str(tiny_model_dir),
+            EMBER_MAX_NEW_TOKENS="8",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                try:
+                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "ember run did not come up"
+                time.sleep(0.2)
+            channel, alice = slack.add_channel("general"), slack.add_user("alice")
+            envelope = slack.mention(channel, alice, "hello from a real process")
+            assert SlackClient(f"{url}/slack/events", SIGNING_SECRET).send_event(envelope).status_code == 200
+            [reply] = answered(slack, channel, envelope["event"]["ts"])
+            assert reply["thread_ts"] == envelope["event"]["ts"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_ask_answers_from_the_packaged_model(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "What is the capital of France?", EMBER_MAX_NEW_TOKENS="32")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_run_with_a_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
+    with FakeSlack(bot_token="xoxb-the-real-one") as slack:
+        result = ember(
+            tmp_path,
+            "run",
+            SLACK_BOT_TOKEN="xoxb-stale",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_API_URL=slack.api_url,
+            EMBER_MODEL="/nonexistent/model",
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "Slack rejected SLACK_BOT_TOKEN (invalid_auth)" in result.stderr
+    assert "Traceback" not in result.stderr and "xoxb-stale" not in result.stderr
+
+
+def test_run_with_an_app_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
+    with FakeSlack(bot_token="xoxb-test") as slack:
+        result = ember(
+            tmp_path,
+            "run",
+            SLACK_BOT_TOKEN="xoxb-test",
+            SLACK_APP_TOKEN="xapp-1-A0001-1-revoked",
+            SLACK_API_URL=slack.api_url,
+            EMBER_MODEL="/nonexistent/model",  # reaching the model would be a different error
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "Slack rejected SLACK_APP_TOKEN (invalid_auth)" in result.stderr
+    assert "Traceback" not in result.stderr and "revoked" not in result.stderr
+
+
+def test_run_with_an_unreachable_slack_api_says_so(tmp_path: Path) -> None:
+    result = ember(
+        tmp_path,
+        "run",
+        SLACK_BOT_TOKEN="xoxb-x",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/",
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot reach Slack's Web API at SLACK_API_URL=http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_openai_backend_needs_its_url(tmp_path: Path) -> None:
+    result = ember(tmp_path, "ask", "hi", EMBER_LLM_BACKEND="openai")
+    assert result.returncode == 2
+    assert "EMBER_LLM_BACKEND=openai needs EMBER_LLM_URL" in result.stderr
+
+
+def test_models_and_train_commands_on_a_fresh_install(tmp_path: Path, tiny_model_dir: Path) -> None:
+    env = {"EMBER_MODEL": str(tiny_model_dir)}
+    listed = ember(tmp_path, "models", "list", **env)
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny-llama" in listed.stdout and "active" in listed.stdout
+
+    nothing_before = ember(tmp_path, "models", "rollback", **env)
+    assert nothing_before.returncode == 2 and "Traceback" not in nothing_before.stderr
+    assert nothing_before.stderr.startswith("ember: ")
+
+    unknown = ember(tmp_path, "models", "promote", "no-such-version", **env)
+    assert unknown.returncode == 2 and "no-such-version" in unknown.stderr
+
+    trained = ember(tmp_path, "train", **env)
+    assert trained.returncode == 0, trained.stderr
+    assert "skipped" in trained.stdout.splitlines()[-1]
+    with sqlite3.connect(tmp_path / "data" / "ember.db") as connection:
+        assert connection.execute("SELECT status FROM training_runs").fetchall() == [("skipped",)]

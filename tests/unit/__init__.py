@@ -1,0 +1,1 @@
+"""Tests of one part at a time, each with real dependencies: SQLite files, tiny models, the Slack stand-in."""
