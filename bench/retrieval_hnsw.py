@@ -10,12 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from usearch.index import Index
 
-from db.schema import Memory
-from db.vector_index import PartitionKey, Placed, decode_vectors, partition_key, top_k
+from db.vector_index import PartitionKey, Placed, decode_vectors, partition_key, stored_vectors, top_k
 from db.visibility import Audience
 
 # Below this many vectors a partition is scanned whole (about 5 ms per 30k on two cores) and exact;
@@ -72,26 +70,7 @@ class HnswIndex:
     ) -> HnswIndex:
         """Load every memory embedded with `model` from the database."""
         index = cls(model=model, **options)
-        stmt = (
-            select(
-                Memory.id, Memory.workspace_id, Memory.channel_id, Memory.channel_type, Memory.kind, Memory.embedding
-            )
-            .where(Memory.embedding_model == model, Memory.embedding.is_not(None))
-            .execution_options(yield_per=50_000)
-        )
-        groups: dict[PartitionKey, tuple[list[int], list[int], list[bytes]]] = {}
-        loaded = 0
-        for batch in session.execute(stmt).partitions():
-            for memory_id, workspace_id, channel_id, channel_type, kind, blob in batch:
-                ids, kinds, blobs = groups.setdefault(
-                    partition_key(workspace_id, channel_id, channel_type), ([], [], [])
-                )
-                ids.append(memory_id)
-                kinds.append(index._kind_code(kind))
-                blobs.append(blob or b"")
-            loaded += len(batch)
-            if progress is not None:
-                progress(loaded)
+        groups = stored_vectors(session, model=model, kind_code=index._kind_code, progress=progress)
         with index._lock:
             for key, (ids, kinds, blobs) in groups.items():
                 index._file(key, np.asarray(ids, np.int64), np.asarray(kinds, np.int8), decode_vectors(blobs))

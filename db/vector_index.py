@@ -99,6 +99,34 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")
 
 
+# Per partition: memory ids, kind codes, and the stored vectors' bytes, in the same order.
+StoredVectors = dict[PartitionKey, tuple[list[int], list[int], list[bytes]]]
+
+
+def stored_vectors(
+    session: Session, *, model: str, kind_code: Callable[[str], int], progress: Callable[[int], None] | None = None
+) -> StoredVectors:
+    """Every memory embedded with `model`, grouped by visibility partition, read in batches (what an
+    index is built from)."""
+    stmt = (
+        select(Memory.id, Memory.workspace_id, Memory.channel_id, Memory.channel_type, Memory.kind, Memory.embedding)
+        .where(Memory.embedding_model == model, Memory.embedding.is_not(None))
+        .execution_options(yield_per=50_000)
+    )
+    groups: StoredVectors = {}
+    loaded = 0
+    for batch in session.execute(stmt).partitions():
+        for memory_id, workspace_id, channel_id, channel_type, kind, blob in batch:
+            ids, kinds, blobs = groups.setdefault(partition_key(workspace_id, channel_id, channel_type), ([], [], []))
+            ids.append(memory_id)
+            kinds.append(kind_code(kind))
+            blobs.append(blob or b"")
+        loaded += len(batch)
+        if progress is not None:
+            progress(loaded)
+    return groups
+
+
 class VectorIndex:
     """Every stored embedding of one model, in memory, partitioned by visibility so that a search only
     ever scans the partitions its audience may see: its workspace's public one and its own channel's.
@@ -133,26 +161,7 @@ class VectorIndex:
     ) -> VectorIndex:
         """Load every memory embedded with `model` from the database."""
         index = cls(model=model, **options)
-        stmt = (
-            select(
-                Memory.id, Memory.workspace_id, Memory.channel_id, Memory.channel_type, Memory.kind, Memory.embedding
-            )
-            .where(Memory.embedding_model == model, Memory.embedding.is_not(None))
-            .execution_options(yield_per=50_000)
-        )
-        groups: dict[PartitionKey, tuple[list[int], list[int], list[bytes]]] = {}
-        loaded = 0
-        for batch in session.execute(stmt).partitions():
-            for memory_id, workspace_id, channel_id, channel_type, kind, blob in batch:
-                ids, kinds, blobs = groups.setdefault(
-                    partition_key(workspace_id, channel_id, channel_type), ([], [], [])
-                )
-                ids.append(memory_id)
-                kinds.append(index._kind_code(kind))
-                blobs.append(blob or b"")
-            loaded += len(batch)
-            if progress is not None:
-                progress(loaded)
+        groups = stored_vectors(session, model=model, kind_code=index._kind_code, progress=progress)
         for key, (ids, kinds, blobs) in groups.items():
             index._append(key, np.asarray(ids, np.int64), np.asarray(kinds, np.int8), decode_vectors(blobs))
             blobs.clear()
