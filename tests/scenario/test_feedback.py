@@ -302,12 +302,16 @@ def database(tmp_path: Path) -> Iterator[Database]:
     db.close()
 
 
-def _stored_turn(database: Database) -> int:
+PRIVATE_THREAD = Conversation("T1", "G1", "group", "100.1")
+
+
+def _stored_turn(database: Database, where: Conversation = PRIVATE_THREAD, user_id: str = "U1") -> int:
+    """A turn asked at 100.1 and answered at 100.2, in `where`."""
     with database.session() as session:
         turn: Turn = record_turn(
             session,
-            conversation=Conversation("T1", "G1", "group", "100.1"),
-            user_id="U1",
+            conversation=where,
+            user_id=user_id,
             source="mention",
             question="What is the VPN host?",
             question_ts="100.1",
@@ -383,22 +387,7 @@ def test_a_suggested_answer_is_stored_as_a_vote_and_a_correction_without_an_embe
     """The wiring, on a Bolt app of its own: no answer needed, only a stored turn. Without day-time
     recall the correction's memory waits for its vector (Recall.open embeds it at the next start)."""
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
-    with database.session() as session:
-        turn = record_turn(
-            session,
-            conversation=Conversation("T0001", channel, "channel", "100.1"),
-            user_id=alice,
-            source="mention",
-            question="What is the VPN host?",
-            question_ts="100.1",
-            answer="vpn.example.com",
-            answer_ts="100.2",
-            model_version="v1",
-            prompt_tokens=1,
-            completion_tokens=1,
-            latency_ms=5,
-            asked_at=utcnow(),
-        )
+    turn_id = _stored_turn(database, Conversation("T0001", channel, "channel", "100.1"), alice)
     services = Services(db=database, qa=cast(QAHandler, None))
     app = App(client=WebClient(token=slack.bot_token, base_url=slack.api_url), signing_secret=SIGNING_SECRET)
 
@@ -422,10 +411,10 @@ def test_a_suggested_answer_is_stored_as_a_vote_and_a_correction_without_an_embe
     with database.session() as session:
         [memory] = session.scalars(select(Memory)).all()
         assert (memory.turn_id, memory.text, memory.user_id, memory.kind) == (
-            turn.id,
+            turn_id,
             "vpn.acme.internal",
             alice,
             "correction",
         )
         assert memory.embedding is None and memory.embedding_model is None
-        assert [v.correction for v in votes_for(session, turn_id=turn.id)] == ["vpn.acme.internal"]
+        assert [v.correction for v in votes_for(session, turn_id=turn_id)] == ["vpn.acme.internal"]
