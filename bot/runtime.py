@@ -16,6 +16,7 @@ from typing import Any
 from slack_bolt import App
 
 from bot.app import build_bolt_app, check_slack
+from bot.digest_jobs import DigestJobs
 from bot.metrics import Metrics
 from bot.scheduler import Scheduler
 from bot.server import EmberWSGI, HttpServer
@@ -23,6 +24,7 @@ from bot.settings import Settings
 from db import Database
 from handlers.qa.handler import QAHandler
 from handlers.qa.recall import Recall
+from handlers.slack.digests import DigestRunner
 from handlers.slack.services import Services
 from models import loading
 from models.base import LLM
@@ -114,6 +116,9 @@ class Ember:
     socket_handler: Any = None
     owns_engine: bool = True
     scheduler: Scheduler | None = None
+    digest_jobs: DigestJobs | None = None
+    # The last training run the learning report posted, so a night without a run of its own posts nothing.
+    reported_run: int | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -149,6 +154,17 @@ class Ember:
         )
         executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
         bolt = build_bolt_app(settings, services, executor=executor)
+        # Digests read and post with the app's own client (its retry handlers honour 429 Retry-After).
+        services.digests = DigestRunner(
+            db=database,
+            engine=engine,
+            client=bolt.client,
+            max_messages=settings.digest_max_messages,
+            quiet=settings.digest_quiet,
+            default_timezone=settings.timezone,
+            timeout=settings.answer_timeout,
+        )
+        services.digest_timezone = settings.timezone
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         # In Socket Mode Slack's requests come over the socket; HTTP still serves /healthz.
         wsgi = EmberWSGI(
@@ -172,8 +188,11 @@ class Ember:
         model's threads included), so the process can exit with the error instead of hanging."""
         try:
             if self.settings.scheduler:
-                self.scheduler = Scheduler(self.settings, sync_model=self.sync_model)
+                self.scheduler = Scheduler(
+                    self.settings, sync_model=self.sync_model, after_training=self.report_training
+                )
                 self.scheduler.start()
+                self._start_digests(self.scheduler)
             self.http.start()
             if self.socket_handler is not None:
                 self.socket_handler.connect()
@@ -213,7 +232,34 @@ class Ember:
         except Exception:
             log.exception("could not swap to %s; still serving %s", target.version, self.engine.version)
 
+    def _start_digests(self, scheduler: Scheduler) -> None:
+        """Only the process with the scheduler runs digests; a change made here reaches its jobs at once."""
+        assert self.services.digests is not None
+        self.digest_jobs = DigestJobs(
+            scheduler.jobs, self.db, self.services.digests, sync_seconds=self.settings.digest_sync_seconds
+        )
+        self.digest_jobs.start()
+        self.services.on_digests_changed = self.digest_jobs.sync
+
+    def report_training(self) -> None:
+        """Post what the latest training run did to EMBER_REPORT_CHANNEL, once per run."""
+        if not self.settings.report_channel:
+            return
+        from bot import report
+
+        reported = report.report_new_run(
+            self.db,
+            self.bolt.client,
+            channel=self.settings.report_channel,
+            serving=self.engine.version,
+            last_reported=self.reported_run,
+        )
+        if reported is not None:
+            self.reported_run = reported
+
     def stop(self) -> None:
+        if self.digest_jobs is not None:
+            self.digest_jobs.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.socket_handler is not None:

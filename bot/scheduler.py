@@ -20,8 +20,8 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.cron import cron_trigger
 from bot.settings import Settings
+from handlers.qa.schedule import cron_trigger
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,17 @@ def run_training(argv: list[str]) -> int:
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, *, sync_model: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sync_model: Callable[[], None],
+        after_training: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.sync_model = sync_model
+        # Called once the swap check after a nightly run is done (the learning report).
+        self.after_training = after_training
         self._scheduler = BackgroundScheduler(
             jobstores={
                 "default": SQLAlchemyJobStore(url=settings.resolved_database_url, tablename="apscheduler_jobs"),
@@ -87,9 +95,20 @@ class Scheduler:
         job = self._scheduler.get_job(NIGHTLY)
         return str(job.next_run_time) if job and job.next_run_time else None
 
+    @property
+    def jobs(self) -> BackgroundScheduler:
+        """The APScheduler instance, for other schedules (digests) to add their jobs to."""
+        return self._scheduler
+
     def _after_job(self, event: JobExecutionEvent) -> None:
-        if event.job_id == NIGHTLY:
-            self.sync_model()
+        if event.job_id != NIGHTLY:
+            return
+        self.sync_model()
+        if self.after_training is not None:
+            try:
+                self.after_training()
+            except Exception:
+                log.exception("could not report the nightly training run")
 
     def stop(self) -> None:
         if self._scheduler.running:

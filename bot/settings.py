@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.cron import cron_trigger
+from handlers.qa.schedule import cron_trigger
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
 
@@ -49,6 +49,10 @@ _HINTS: dict[str, str] = {
     "EMBER_MAX_QUEUE": "how many questions may be in the model's queue before askers are told they wait (0: never)",
     "EMBER_KV_CACHE_TOKENS": "tokens of KV cache shared by all answers in flight, at least 256, e.g. 32768",
     "EMBER_MAX_BATCH_TOKENS": "tokens per batched forward step, at least 64, e.g. 2048",
+    "EMBER_DIGEST_MAX_MESSAGES": "the most messages one digest reads, e.g. 5000",
+    "EMBER_DIGEST_QUIET": "skip (a quiet window posts nothing) or note (one short line)",
+    "EMBER_DIGEST_SYNC_SECONDS": "how often the scheduler re-reads digest subscriptions changed elsewhere, e.g. 60",
+    "EMBER_REPORT_CHANNEL": "a channel id (C...) where each nightly training run reports what it did, or unset",
 }
 
 
@@ -105,6 +109,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=16, ge=0, validation_alias="EMBER_MAX_QUEUE")
     kv_cache_tokens: int = Field(default=32_768, ge=256, validation_alias="EMBER_KV_CACHE_TOKENS")
     max_batch_tokens: int = Field(default=2048, ge=64, validation_alias="EMBER_MAX_BATCH_TOKENS")
+    digest_max_messages: int = Field(default=5000, ge=1, validation_alias="EMBER_DIGEST_MAX_MESSAGES")
+    digest_quiet: Literal["skip", "note"] = Field(default="skip", validation_alias="EMBER_DIGEST_QUIET")
+    digest_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_DIGEST_SYNC_SECONDS")
+    # Where nightly training runs say what they trained on and what the gate decided; unset: nowhere.
+    report_channel: str | None = Field(default=None, validation_alias="EMBER_REPORT_CHANNEL")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=AliasChoices("EMBER_LOG_LEVEL")
     )

@@ -3,12 +3,27 @@
 Importing this package never imports torch.
 """
 
-from db.schema import Base, HandledEvent, Memory, ModelVersion, ToolCall, TrainingRun, Turn, Vote
+from db.schema import (
+    Base,
+    DigestRun,
+    DigestSubscription,
+    DigestVote,
+    HandledEvent,
+    Memory,
+    ModelVersion,
+    ToolCall,
+    TrainingRun,
+    Turn,
+    Vote,
+)
 from db.session import Database, upgrade
 
 __all__ = [
     "Base",
     "Database",
+    "DigestRun",
+    "DigestSubscription",
+    "DigestVote",
     "HandledEvent",
     "Memory",
     "ModelVersion",

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.digests import forget_digests
 from db.memory import delete_turn_memories, delete_user_memories
 from db.redact import redact
 from db.schema import HandledEvent, ToolCall, TrainingRun, Turn, Vote, utcnow
@@ -178,6 +179,7 @@ class Forgotten:
     turns: int
     memories: int
     votes: int
+    digests: int = 0  # personal recaps and votes on digests
 
 
 def forget_user(session: Session, *, workspace_id: str, user_id: str, index: VectorIndex | None = None) -> Forgotten:
@@ -191,4 +193,5 @@ def forget_user(session: Session, *, workspace_id: str, user_id: str, index: Vec
     session.execute(delete(Vote).where(Vote.turn_id.in_(workspace_turns), votes_gone))
     # Tool calls on the person's turns go with them (ON DELETE CASCADE).
     session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
-    return Forgotten(turns=len(turn_ids), memories=memories, votes=int(votes or 0))
+    digests = forget_digests(session, workspace_id=workspace_id, user_id=user_id)
+    return Forgotten(turns=len(turn_ids), memories=memories, votes=int(votes or 0), digests=digests)

@@ -156,3 +156,71 @@ class TrainingRun(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # JSON: eval figures, or the error
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DigestSubscription(Base):
+    """A scheduled digest: of one channel, posted there, or a personal recap sent to one person by DM.
+
+    The table is the source of truth for schedules; the scheduler's jobs (`digest:<id>`) are rebuilt
+    from it at start-up and whenever it changes."""
+
+    __tablename__ = "digest_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # channel, personal
+    # The channel a channel digest covers and is posted in; for a personal recap, where it was asked for.
+    channel_id: Mapped[str] = mapped_column(String(32))
+    channel_type: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(32))  # who subscribed (a recap's recipient)
+    cron: Mapped[str] = mapped_column(String(100))  # 5 crontab fields, or 6 with seconds first
+    timezone: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100))  # what the person asked for, e.g. "daily 09:00"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_digest_subscriptions_place", "workspace_id", "channel_id"),)
+
+
+class DigestRun(Base):
+    """One window of one subscription, claimed before it is collected: the unique (subscription, window
+    start) is what keeps a restart, a second replica or a re-run from posting a window twice. On-demand
+    catch-ups (`/ember digest now`) are recorded too, without a subscription."""
+
+    __tablename__ = "digest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("digest_subscriptions.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # claimed -> posted | quiet | failed; a failed or long-abandoned claim may be claimed again.
+    status: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where the headline was posted, so feedback on it finds this run.
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: prompts, tokens, dropped references, or the error
+
+    __table_args__ = (
+        Index("ux_digest_runs_window", "subscription_id", "window_start", unique=True),
+        Index("ix_digest_runs_message", "channel_id", "message_ts"),
+    )
+
+
+class DigestVote(Base):
+    """Feedback on a digest. Kept apart from answer votes: a digest is not an answer to a question, so
+    it has no place in the answer training set."""
+
+    __tablename__ = "digest_votes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("digest_runs.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(32))
+    value: Mapped[int] = mapped_column(Integer)  # +1 up, -1 down
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ux_digest_votes_run_user", "run_id", "user_id", unique=True),)

@@ -56,3 +56,19 @@ def visible_to(audience: Audience, table: Any) -> ColumnElement[bool]:
 def shareable_for_training(item: Placed, *, include_private: bool) -> bool:
     """Training data leaves the conversation it came from (into weights every channel uses)."""
     return include_private or is_public(item.channel_type)
+
+
+def channel_digest_holds(*, channel_id: str, posted_in: str) -> bool:
+    """A channel digest holds its own channel's talk and nothing else."""
+    return channel_id == posted_in
+
+
+def dm_digest_holds(*, channel_type: str, recipient_is_member: bool, recap: bool) -> bool:
+    """Whether a digest sent to one person by DM may hold a conversation's talk.
+
+    A recap covers the channels the person and Ember share, so it needs membership whatever the channel;
+    a catch-up or a thread summary asked for by the person needs only that they can read it (a public
+    channel, or a private one they are a member of). A private conversation never reaches a non-member."""
+    if recap:
+        return recipient_is_member
+    return recipient_is_member or is_public(channel_type)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,6 +97,8 @@ class TrainingSet:
             "train": len(self.train),
             "held_out": len(self.held_out),
             "left_out": dict(self.left_out),
+            # What the examples came from (upvote, downvote, correction), for the learning report.
+            "sources": dict(Counter(example.source for example in self.examples)),
         }
 
 

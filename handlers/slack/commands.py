@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from db.repo import forget_user, latest_training_run
 from handlers.slack.answering import ReplyTarget, answer_and_post, queued_note
 from handlers.slack.asks import ask_from_command
+from handlers.slack.digest_commands import on_digest, on_summarize_command
 from handlers.slack.services import CONTEXT_KEY, Services
 from handlers.slack.text import USAGE
 
@@ -26,6 +27,10 @@ def on_ember_command(
         ack(text=_remember(services, client, command, rest), response_type="ephemeral")
     elif subcommand == "status":
         ack(text=status_text(services), response_type="ephemeral")
+    elif subcommand == "digest":
+        on_digest(ack, command, client, respond, context, rest)
+    elif subcommand in ("summarize", "summarise"):
+        on_summarize_command(ack, command, client, respond, context, rest)
     elif subcommand == "forget":
         ack(blocks=forget_confirmation(), text="Forget everything I stored of you?", response_type="ephemeral")
     elif subcommand != "ask":
@@ -62,7 +67,7 @@ def forget_confirmation() -> list[dict[str, Any]]:
             "text": {
                 "type": "mrkdwn",
                 "text": "This deletes every question you asked me in this workspace, my answers to them, "
-                "your votes, and what I remembered from you. It cannot be undone. Go ahead?",
+                "your votes, your personal recaps, and what I remembered from you. It cannot be undone. Go ahead?",
             },
         },
         {
@@ -89,6 +94,8 @@ def on_forget_confirm(ack: Ack, body: dict[str, Any], respond: Respond, context:
     with services.db.session() as session:
         gone = forget_user(session, workspace_id=workspace, user_id=user, index=services.index)
     text = f"Done. I removed {gone.turns} questions with my answers, {gone.votes} votes and {gone.memories} memories."
+    if gone.digests:
+        text += f" Your personal recaps and votes on digests ({gone.digests}) are gone too."
     respond(text=text, replace_original=True, response_type="ephemeral")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from db.vector_index import VectorIndex
 from handlers.qa.handler import QAHandler
 from handlers.qa.recall import Recall
 from handlers.slack.channels import ChannelTypes
+from handlers.slack.digests import DigestRunner
 from handlers.slack.streaming import StreamingSupport
 
 CONTEXT_KEY = "ember"
@@ -33,6 +35,16 @@ class Services:
     # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
     streaming: StreamingSupport = field(default_factory=StreamingSupport)
     channels: ChannelTypes = field(default_factory=ChannelTypes)
+    # Digests: the runner (None where there is no Slack client to read with), the time zone for people
+    # whose own Slack doesn't say, and who to tell when subscriptions change (the scheduler, if here).
+    digests: DigestRunner | None = None
+    digest_timezone: str = "UTC"
+    on_digests_changed: Callable[[], object] | None = None
+
+    def digests_changed(self) -> None:
+        # Without a scheduler in this process, the one that has it re-reads the table on its own.
+        if self.on_digests_changed is not None:
+            self.on_digests_changed()
 
     def channel_type(self, client: WebClient, channel_id: str) -> str:
         return self.channels.of(client, channel_id)

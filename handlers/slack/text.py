@@ -15,6 +15,8 @@ USAGE = (
     "• `/ember ask <question>`: ask a question here\n"
     "• `/ember remember <fact>`: pin a fact I should know in this channel\n"
     "• `/ember forget`: delete everything I stored of you (asks first)\n"
+    "• `/ember digest daily [HH:MM]`: a digest of this channel on a schedule (`/ember digest help` for more)\n"
+    "• `/ember summarize <message link>`: sum up a thread\n"
     "• `/ember status`: the model I answer with and what my last training run did\n"
     "• `/ember help`: show this help\n"
     "• Mention me (`@Ember <question>`) in a channel, or send me a DM; I answer in the thread."

@@ -11,6 +11,8 @@ from handlers.slack.commands import (
     on_forget_cancel,
     on_forget_confirm,
 )
+from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT, on_digest_vote, on_summarize_shortcut
+from handlers.slack.digest_post import DIGEST_DOWN, DIGEST_UP
 from handlers.slack.feedback import register_feedback
 from handlers.slack.mentions import on_app_mention
 from handlers.slack.messages import on_message
@@ -23,5 +25,8 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.command(command)(on_ember_command)
     app.action(FORGET_CONFIRM)(on_forget_confirm)
     app.action(FORGET_CANCEL)(on_forget_cancel)
+    app.shortcut(SUMMARIZE_SHORTCUT)(on_summarize_shortcut)
+    app.action(DIGEST_UP)(on_digest_vote)
+    app.action(DIGEST_DOWN)(on_digest_vote)
     # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
     register_feedback(app)

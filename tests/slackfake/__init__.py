@@ -2,10 +2,12 @@
 
 `FakeSlack` serves the Web API over real HTTP (point slack_sdk's
 ``WebClient(base_url=slack.api_url)`` at it), keeps workspace state, records
-every call and can inject failures. `SlackClient` plays Slack towards the bot,
-sending signed events, commands and interactions. `FakeSlack.socket_mode`
-is the Socket Mode side instead: apps.connections.open with the app-level
-token, then a WebSocket that delivers envelopes and records the app's acks.
+every call and can inject failures; `FakeSlack.seed` back-dates history
+(days of talk, threads, reactions) without sending events. `SlackClient`
+plays Slack towards the bot, sending signed events, commands and
+interactions. `FakeSlack.socket_mode` is the Socket Mode side instead:
+apps.connections.open with the app-level token, then a WebSocket that
+delivers envelopes and records the app's acks.
 `sign` is Slack's v0 request signature.
 """
 

@@ -81,6 +81,14 @@ class EventFactory:
         }
         return self.envelope(event)
 
+    def reaction_added(self, channel: Channel, message: Message, user: str, reaction: str) -> dict[str, Any]:
+        item = {"type": "message", "channel": channel.id, "ts": message["ts"]}
+        event = {"type": "reaction_added", "user": user, "reaction": reaction, "item": item}
+        if "user" in message:
+            event["item_user"] = message["user"]
+        event["event_ts"] = self.ws.clock.next()
+        return self.envelope(event)
+
     def block_action(
         self, channel: Channel, user: str, message: Message, action: dict[str, Any], response_url: str
     ) -> dict[str, Any]:
@@ -102,6 +110,28 @@ class EventFactory:
             "response_url": response_url,
             "actions": [{"action_ts": ws.clock.next(), **action}],
             "state": {"values": {}},
+        }
+
+    def message_shortcut(
+        self, channel: Channel, user: str, message: Message, callback_id: str, response_url: str
+    ) -> dict[str, Any]:
+        """A `message_action` payload: `user` ran the message shortcut `callback_id` on `message`."""
+        ws = self.ws
+        name = ws.users[user].name
+        return {
+            "type": "message_action",
+            "token": self.verification_token,
+            "action_ts": ws.clock.next(),
+            "team": {"id": ws.team_id, "domain": TEAM_DOMAIN},
+            "user": {"id": user, "username": name, "name": name, "team_id": ws.team_id},
+            "channel": {"id": channel.id, "name": channel.name},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": new_trigger_id(),
+            "response_url": response_url,
+            "message_ts": message["ts"],
+            "message": copy.deepcopy(message),
         }
 
 

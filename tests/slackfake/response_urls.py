@@ -50,8 +50,7 @@ def _show_in_channel(ws: Workspace, target: ResponseUrl, body: dict[str, Any], c
     if _truthy(body.get("replace_original")) and ts and ws.find(target.channel, ts):
         ws.edit(target.channel, ts, content)
         return
-    author = {"user": ws.bot_user_id, "bot_id": ws.bot_id, "app_id": ws.app_id}
-    message = ws.post(target.channel, {**author, **content}, thread_ts=body.get("thread_ts"))
+    message = ws.post(target.channel, {**ws.bot_author(), **content}, thread_ts=body.get("thread_ts"))
     target.message_ts = message["ts"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -91,12 +92,33 @@ class FakeSlack:
         """The app-level token (xapp-...) that apps.connections.open accepts."""
         return next(iter(self.socket_mode.app_tokens))
 
-    def add_channel(self, name: str, kind: ChannelKind = "public", user: str | None = None) -> str:
-        """Create a conversation; `user` is the other party of an IM."""
-        return self.workspace.add_channel(name, kind, user).id
+    def add_channel(
+        self,
+        name: str,
+        kind: ChannelKind = "public",
+        user: str | None = None,
+        members: Iterable[str] = (),
+        bot_member: bool = True,
+    ) -> str:
+        """Create a conversation holding `members` and, unless `bot_member` is False, the bot;
+        `user` is the other party of an IM, whose members are always the bot and `user`."""
+        return self.workspace.add_channel(name, kind, user, members, bot_member).id
 
-    def add_user(self, name: str, real_name: str | None = None, is_bot: bool = False) -> str:
-        return self.workspace.add_user(name, real_name, is_bot).id
+    def add_user(self, name: str, real_name: str | None = None, is_bot: bool = False, tz: str = "UTC") -> str:
+        """A member of the workspace; `tz` is the IANA zone users.info reports."""
+        return self.workspace.add_user(name, real_name, is_bot, tz).id
+
+    def join(self, channel: str, user: str) -> None:
+        """Make `user` (the bot's id included) a member of `channel`; no event is sent."""
+        self.workspace.join(channel, user)
+
+    def leave(self, channel: str, user: str) -> None:
+        self.workspace.leave(channel, user)
+
+    def archive(self, channel: str) -> None:
+        """Archive a channel: users.conversations' exclude_archived skips it and posting fails."""
+        with self.workspace.lock:
+            self.workspace.require_channel(channel).archived = True
 
     def add_token(self, token: str, user_id: str) -> None:
         """Accept another token (e.g. a user token) acting as `user_id`."""
@@ -183,11 +205,50 @@ class FakeSlack:
             before, after = ws.edit(ch.id, ts, {"text": text, "edited": edited})
         return self._events.message_changed(ch, before, after, edit_ts)
 
+    def seed(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        at: float,
+        thread_ts: str | None = None,
+        reactions: Sequence[str] = (),
+        bot: bool = False,
+    ) -> str:
+        """Store a message from `user` as if posted at epoch time `at`, and return its ts.
+
+        For building days of history quickly: no event is sent, the ts stays unique
+        and the channel stays ordered whatever order messages are seeded in. A reply
+        updates its parent's thread summary; `reactions` are added by `user`;
+        `bot=True` stores it as the Ember bot's own message instead."""
+        ws = self.workspace
+        ch = ws.require_channel(channel)
+        ws.require_user(user)
+        fields = {**ws.bot_author(), "text": text} if bot else _human_fields(user, text)
+        with ws.lock:
+            message = ws.post(ch.id, fields, thread_ts, at=at)
+            for name in reactions:
+                ws.add_reaction(message, user, name)
+            return str(message["ts"])
+
+    def react(self, channel: str, ts: str, user: str, name: str) -> Envelope:
+        """Add `user`'s reaction :name: to a stored message, as reactions.add stores it;
+        return the reaction_added envelope Slack would send."""
+        ws = self.workspace
+        ch = ws.require_channel(channel)
+        ws.require_user(user)
+        with ws.lock:
+            message = ws.find(ch.id, ts)
+            if message is None:
+                raise ValueError(f"no message {ts!r} in {ch.id}")
+            if not ws.add_reaction(message, user, name):
+                raise ValueError(f"{user} already reacted :{name.strip(':')}: to {ts}")
+            return self._events.reaction_added(ch, message, user, name.strip(":"))
+
     def _post_as_human(self, channel: str, user: str, text: str, thread_ts: str | None) -> tuple[Channel, Message]:
         ch = self.workspace.require_channel(channel)
         self.workspace.require_user(user)
-        fields = {"user": user, "text": text, "client_msg_id": str(uuid.uuid4())}
-        return ch, self.workspace.post(ch.id, fields, thread_ts)
+        return ch, self.workspace.post(ch.id, _human_fields(user, text), thread_ts)
 
     # -- slash commands and interactions --------------------------------
 
@@ -227,3 +288,19 @@ class FakeSlack:
         if value is not None:
             action["value"] = value
         return self._events.block_action(ch, user, message, action, self.response_url(ch.id, user))
+
+    def message_shortcut(self, channel: str, user: str, message_ts: str, callback_id: str) -> dict[str, Any]:
+        """A message-shortcut (`message_action`) payload for `user` running `callback_id`
+        on a stored message; send with SlackClient.send_interaction."""
+        ws = self.workspace
+        ch = ws.require_channel(channel)
+        ws.require_user(user)
+        message = self.message(ch.id, message_ts)
+        if message is None:
+            raise ValueError(f"no message {message_ts!r} in {ch.id}")
+        return self._events.message_shortcut(ch, user, message, callback_id, self.response_url(ch.id, user))
+
+
+def _human_fields(user: str, text: str) -> Message:
+    """What Slack stores for a person's message (clients stamp a client_msg_id)."""
+    return {"user": user, "text": text, "client_msg_id": str(uuid.uuid4())}

@@ -7,12 +7,16 @@ thread always see a consistent workspace.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Message = dict[str, Any]
 ChannelKind = Literal["public", "private", "im", "mpim"]
@@ -23,6 +27,29 @@ _ID_PREFIX: dict[str, str] = {"public": "C", "private": "G", "im": "D", "mpim": 
 # The `channel_type` Slack puts on message events for each kind.
 CHANNEL_TYPE: dict[str, str] = {"public": "channel", "private": "group", "im": "im", "mpim": "mpim"}
 _THREAD_SUMMARY_KEYS = ("reply_count", "reply_users", "reply_users_count", "latest_reply")
+# Slack shows a zone's long name; zoneinfo only knows abbreviations, so the common ones are spelled out.
+_TZ_LABELS: dict[str, str] = {
+    "UTC": "Coordinated Universal Time",
+    "GMT": "Greenwich Mean Time",
+    "BST": "British Summer Time",
+    "WET": "Western European Time",
+    "WEST": "Western European Summer Time",
+    "CET": "Central European Time",
+    "CEST": "Central European Summer Time",
+    "EET": "Eastern European Time",
+    "EEST": "Eastern European Summer Time",
+    "EST": "Eastern Standard Time",
+    "EDT": "Eastern Daylight Time",
+    "CST": "Central Standard Time",
+    "CDT": "Central Daylight Time",
+    "MST": "Mountain Standard Time",
+    "MDT": "Mountain Daylight Time",
+    "PST": "Pacific Standard Time",
+    "PDT": "Pacific Daylight Time",
+    "JST": "Japan Standard Time",
+    "AEST": "Australian Eastern Standard Time",
+    "AEDT": "Australian Eastern Daylight Time",
+}
 
 
 def ts_key(ts: str) -> int:
@@ -33,6 +60,10 @@ def ts_key(ts: str) -> int:
 
 def format_ts(micros: int) -> str:
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _order(message: Message) -> int:
+    return ts_key(message["ts"])
 
 
 class TsClock:
@@ -57,13 +88,19 @@ class Channel:
     kind: ChannelKind
     created: int
     user: str | None = None  # the other party of an IM
+    members: set[str] = field(default_factory=set)
+    archived: bool = False
 
     @property
     def channel_type(self) -> str:
         return CHANNEL_TYPE[self.kind]
 
-    def info(self) -> dict[str, Any]:
-        """The `channel` object of conversations.info."""
+    def visible_to(self, user: str) -> bool:
+        """Slack shows anyone a public channel, and any other conversation only to its members."""
+        return self.kind == "public" or user in self.members
+
+    def info(self, viewer: str) -> dict[str, Any]:
+        """The `channel` object of conversations.info, as `viewer` (the token's user) sees it."""
         info: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
@@ -73,8 +110,8 @@ class Channel:
             "is_private": self.kind != "public",
             "is_im": self.kind == "im",
             "is_mpim": self.kind == "mpim",
-            "is_archived": False,
-            "is_member": True,
+            "is_archived": self.archived,
+            "is_member": viewer in self.members,
         }
         if self.user is not None:
             info["user"] = self.user
@@ -88,6 +125,7 @@ class User:
     real_name: str
     is_bot: bool = False
     bot_id: str | None = None
+    tz: str = "UTC"
 
     def info(self, team_id: str) -> dict[str, Any]:
         """The `user` object of users.info."""
@@ -101,8 +139,18 @@ class User:
             "real_name": self.real_name,
             "deleted": False,
             "is_bot": self.is_bot,
+            **_zone_fields(self.tz),
             "profile": profile,
         }
+
+
+def _zone_fields(tz: str) -> dict[str, Any]:
+    """users.info's tz, tz_label and tz_offset (seconds east of UTC, as of now)."""
+    now = datetime.now(ZoneInfo(tz))
+    offset = now.utcoffset()
+    seconds = int(offset.total_seconds()) if offset is not None else 0
+    abbreviation = now.tzname() or ""
+    return {"tz": tz, "tz_label": _TZ_LABELS.get(abbreviation, abbreviation), "tz_offset": seconds}
 
 
 @dataclass
@@ -112,6 +160,44 @@ class ResponseUrl:
     channel: str
     user: str | None
     message_ts: str | None = None
+
+
+@dataclass
+class _History:
+    """One conversation's messages: ordered by ts, and indexed so lookups stay fast in long channels."""
+
+    ordered: list[Message] = field(default_factory=list)
+    by_ts: dict[str, Message] = field(default_factory=dict)
+    replies: dict[str, list[Message]] = field(default_factory=dict)  # thread root ts -> replies, oldest first
+
+    def add(self, message: Message) -> None:
+        bisect.insort(self.ordered, message, key=_order)
+        self.by_ts[message["ts"]] = message
+        root = _reply_root(message)
+        if root is not None:
+            bisect.insort(self.replies.setdefault(root, []), message, key=_order)
+
+    def remove(self, message: Message) -> None:
+        _remove(self.ordered, message)
+        del self.by_ts[message["ts"]]
+        root = _reply_root(message)
+        if root is not None:
+            _remove(self.replies[root], message)
+            if not self.replies[root]:
+                del self.replies[root]
+
+
+def _reply_root(message: Message) -> str | None:
+    """The thread a reply belongs to; None for a top-level message or a parent."""
+    root = message.get("thread_ts")
+    return None if root is None or root == message["ts"] else str(root)
+
+
+def _remove(messages: list[Message], message: Message) -> None:
+    index = bisect.bisect_left(messages, _order(message), key=_order)
+    while messages[index] is not message:
+        index += 1
+    del messages[index]
 
 
 @dataclass
@@ -131,7 +217,7 @@ class Workspace:
     ephemerals: list[Message] = field(default_factory=list)
     response_urls: dict[str, ResponseUrl] = field(default_factory=dict)
     streaming: set[tuple[str, str]] = field(default_factory=set)  # (channel, ts)
-    _messages: dict[str, list[Message]] = field(default_factory=dict, init=False, repr=False)
+    _history: dict[str, _History] = field(default_factory=dict, init=False, repr=False)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,20 +230,49 @@ class Workspace:
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):08d}"
 
-    def add_channel(self, name: str, kind: ChannelKind = "public", user: str | None = None) -> Channel:
+    def add_channel(
+        self,
+        name: str,
+        kind: ChannelKind = "public",
+        user: str | None = None,
+        members: Iterable[str] = (),
+        bot_member: bool = True,
+    ) -> Channel:
+        """Create a conversation with `members`; the bot is in it unless `bot_member` is False,
+        and an IM always holds exactly the bot and `user`."""
         if kind not in _ID_PREFIX:
             raise ValueError(f"unknown channel kind {kind!r}; use one of {sorted(_ID_PREFIX)}")
         with self.lock:
-            channel = Channel(self.new_id(_ID_PREFIX[kind]), name, kind, int(time.time()), user)
+            joined = {self.require_user(m).id for m in members}
+            if kind == "im":
+                joined = {self.bot_user_id, *([self.require_user(user).id] if user else [])}
+            elif bot_member:
+                joined.add(self.bot_user_id)
+            channel = Channel(self.new_id(_ID_PREFIX[kind]), name, kind, int(time.time()), user, joined)
             self.channels[channel.id] = channel
-            self._messages[channel.id] = []
+            self._history[channel.id] = _History()
             return channel
 
-    def add_user(self, name: str, real_name: str | None = None, is_bot: bool = False) -> User:
+    def add_user(self, name: str, real_name: str | None = None, is_bot: bool = False, tz: str = "UTC") -> User:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'") from None
         with self.lock:
-            user = User(self.new_id("U"), name, real_name or name.title(), is_bot=is_bot)
+            user = User(self.new_id("U"), name, real_name or name.title(), is_bot=is_bot, tz=tz)
             self.users[user.id] = user
             return user
+
+    def join(self, channel: str, user: str) -> None:
+        with self.lock:
+            self.require_channel(channel).members.add(self.require_user(user).id)
+
+    def leave(self, channel: str, user: str) -> None:
+        with self.lock:
+            ch = self.require_channel(channel)
+            if ch.kind == "im":
+                raise ValueError("nobody leaves an IM on Slack")
+            ch.members.discard(user)
 
     def channel(self, ref: str | None) -> Channel | None:
         """Resolve an id, a name or a "#name", as chat.postMessage accepts."""
@@ -181,21 +296,44 @@ class Workspace:
             raise ValueError(f"no user {user_id!r}; known: {sorted(self.users)}")
         return self.users[user_id]
 
+    def bot_author(self) -> Message:
+        """Author fields of a message the Ember bot posts."""
+        return {"user": self.bot_user_id, "bot_id": self.bot_id, "app_id": self.app_id}
+
     # -- messages --------------------------------------------------------
 
-    def post(self, channel: str, fields: Message, thread_ts: str | None = None) -> Message:
-        """Store a new message and return the stored (live) dict."""
+    def post(self, channel: str, fields: Message, thread_ts: str | None = None, at: float | None = None) -> Message:
+        """Store a new message and return the stored (live) dict.
+
+        Its ts is minted now, or taken from epoch time `at` for back-dated history;
+        either way it is unique in the channel, which stays ordered by ts."""
         with self.lock:
-            message: Message = {"type": "message", **fields, "ts": self.clock.next(), "team": self.team_id}
+            history = self._history[channel]
+            if at is None:
+                ts = self.clock.next()
+                while ts in history.by_ts:
+                    ts = self.clock.next()
+            else:
+                micros = round(at * 1_000_000)
+                while format_ts(micros) in history.by_ts:
+                    micros += 1
+                ts = format_ts(micros)
+            message: Message = {"type": "message", **fields, "ts": ts, "team": self.team_id}
             if thread_ts:
                 message["thread_ts"] = self.thread_root(channel, thread_ts)
-            self._messages[channel].append(message)
+            history.add(message)
             self._link_reply(channel, message)
+            if ts in history.replies:  # a parent stored after its replies (seeded out of order)
+                for reply in history.replies[ts]:
+                    if "user" in message:
+                        reply["parent_user_id"] = message["user"]
+                self._refresh_thread(channel, ts)
             return message
 
     def find(self, channel: str, ts: str | None) -> Message | None:
         with self.lock:
-            return next((m for m in self._messages.get(channel, []) if m["ts"] == ts), None)
+            history = self._history.get(channel)
+            return history.by_ts.get(str(ts)) if history is not None else None
 
     def thread_root(self, channel: str, ts: str) -> str:
         """Slack files a reply to a reply under the thread's parent."""
@@ -204,16 +342,35 @@ class Workspace:
 
     def all_messages(self, channel: str) -> list[Message]:
         with self.lock:
-            return list(self._messages.get(channel, []))
+            history = self._history.get(channel)
+            return list(history.ordered) if history is not None else []
 
     def top_level(self, channel: str) -> list[Message]:
         """What conversations.history shows: no replies unless broadcast."""
         return [m for m in self.all_messages(channel) if _is_top_level(m)]
 
     def thread(self, channel: str, ts: str) -> list[Message]:
-        """Parent (if stored) and replies, oldest first."""
-        root = self.thread_root(channel, ts)
-        return [m for m in self.all_messages(channel) if m["ts"] == root or m.get("thread_ts") == root]
+        """Parent (if stored) first, then the replies oldest first."""
+        with self.lock:
+            root = self.thread_root(channel, ts)
+            history = self._history[channel]
+            parent = history.by_ts.get(root)
+            return ([parent] if parent is not None else []) + list(history.replies.get(root, []))
+
+    def add_reaction(self, message: Message, user: str, name: str) -> bool:
+        """Add `user`'s reaction :name: to a stored message; False if they had already added it."""
+        with self.lock:
+            reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
+            name = name.strip(":")
+            entry = next((r for r in reactions if r["name"] == name), None)
+            if entry is None:
+                entry = {"name": name, "users": [], "count": 0}
+                reactions.append(entry)
+            if user in entry["users"]:
+                return False
+            entry["users"].append(user)
+            entry["count"] = len(entry["users"])
+            return True
 
     def edit(self, channel: str, ts: str, changes: Message) -> tuple[Message, Message]:
         """Apply `changes` to a stored message; return (before, after) copies."""
@@ -236,13 +393,14 @@ class Workspace:
                 message.update(_tombstone(ts, self.team_id))
                 self._refresh_thread(channel, ts)
                 return
-            self._messages[channel].remove(message)
-            if message.get("thread_ts") not in (None, ts):
-                self._refresh_thread(channel, message["thread_ts"])
+            self._history[channel].remove(message)
+            root = _reply_root(message)
+            if root is not None:
+                self._refresh_thread(channel, root)
 
     def _link_reply(self, channel: str, message: Message) -> None:
-        root_ts = message.get("thread_ts")
-        if root_ts is None or root_ts == message["ts"]:
+        root_ts = _reply_root(message)
+        if root_ts is None:
             return
         root = self.find(channel, root_ts)
         if root is not None and "user" in root:
@@ -254,7 +412,7 @@ class Workspace:
         root = self.find(channel, root_ts)
         if root is None:
             return
-        replies = [m for m in self.thread(channel, root_ts) if m["ts"] != root_ts]
+        replies = self._history[channel].replies.get(root_ts, [])
         for key in _THREAD_SUMMARY_KEYS:
             root.pop(key, None)
         if not replies:

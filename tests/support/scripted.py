@@ -7,13 +7,14 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from models.base import Completion, PromptInfo, Tools
+from models.base import Completion, PromptInfo, Tools, drain
 from models.prompt import render, template_supports_tools
 
 
@@ -164,3 +165,92 @@ class FakeClock:
 def call(name: str, **arguments: Any) -> str:
     """A tool call exactly as a Qwen2.5 model writes one (its template's own instruction)."""
     return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+class RecordedStream(ScriptedStream):
+    """A scripted stream that tells its engine when its reader first asks for text."""
+
+    def __init__(self, completion: Completion, on_read: Callable[[], None]) -> None:
+        super().__init__(completion)
+        self._on_read: Callable[[], None] | None = on_read
+
+    def __iter__(self) -> Iterator[str]:
+        if self._on_read is not None:
+            self._on_read()
+            self._on_read = None
+        yield from super().__iter__()
+
+
+class ReplyingEngine(ScriptedEngine):
+    """The LLM interface answering each request with `reply(messages)`, computed from the prompt.
+
+    Replies are cut to `max_new_tokens` as a model's would be. `events` records, in order, each
+    `("submit", i)` (the i-th stream() call) and `("read", i)` (its first iteration), so a test can tell
+    requests submitted together (batched on a real engine) from requests sent one at a time; `budgets`
+    holds each call's (prompt tokens, max_new_tokens).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        reply: Callable[[list[dict[str, Any]]], str],
+        *,
+        context_window: int = 2048,
+    ) -> None:
+        super().__init__(tokenizer, [])
+        self.reply = reply
+        self.window = context_window
+        self.events: list[tuple[str, int]] = []
+        self.budgets: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def context_window(self) -> int:
+        return self.window
+
+    def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        timeout: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> RecordedStream:
+        sent = copy.deepcopy([dict(m) for m in messages])
+        ids = render(self.tokenizer, sent, tools=tools)
+        text = self.reply(sent)
+        generated = self.tokenizer.encode(text, add_special_tokens=False)
+        cut = len(generated) > max_new_tokens
+        if cut:
+            text = str(self.tokenizer.decode(generated[:max_new_tokens], skip_special_tokens=True))
+        with self._lock:
+            index = len(self.prompts)
+            self.prompts.append(Prompted(sent, None, str(self.tokenizer.decode(ids)), timeout))
+            self.budgets.append((len(ids), max_new_tokens))
+            self.events.append(("submit", index))
+        completion = Completion(
+            text=text.strip(),
+            model_version=self.version,
+            prompt_tokens=len(ids),
+            completion_tokens=min(len(generated), max_new_tokens),
+            seconds=0.0,
+            prompt=PromptInfo(len(ids)),
+            finish_reason="length" if cut else "stop",
+        )
+        return RecordedStream(completion, lambda: self._read(index))
+
+    def generate(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        timeout: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Completion:
+        return drain(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout=timeout, tools=tools))
+
+    def _read(self, index: int) -> None:
+        with self._lock:
+            self.events.append(("read", index))

@@ -8,12 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 from bot.settings import Settings
 from tests.conftest import Bots
+from tests.slackfake import FakeSlack
 
 
-def test_the_scheduled_job_fires_from_its_cron_trigger_once(bots: Bots, bot_settings: Settings) -> None:
+def test_the_scheduled_job_fires_from_its_cron_trigger_once_and_reports(
+    bots: Bots, bot_settings: Settings, slack: FakeSlack
+) -> None:
+    reports = slack.add_channel("ember-reports")
     at = datetime.now(UTC) + timedelta(seconds=6)
     cron = f"{at.second} {at.minute} {at.hour} * * *"  # once a day, a few seconds from now
-    bot = bots.start(scheduler=True, train_cron=cron, timezone="UTC", train_min_examples=5)
+    bot = bots.start(scheduler=True, train_cron=cron, timezone="UTC", train_min_examples=5, report_channel=reports)
     assert bot.scheduler is not None
     assert bot.scheduler.next_run() is not None
 
@@ -26,6 +30,15 @@ def test_the_scheduled_job_fires_from_its_cron_trigger_once(bots: Bots, bot_sett
         [(job_id,)] = connection.execute("SELECT id FROM apscheduler_jobs").fetchall()
     assert job_id == "nightly-training", "the schedule is kept in the database"
     assert bot.engine.version == "tiny-llama", "nothing was promoted, nothing swapped"
+
+    # The report follows the swap check, in the scheduler's thread, just after the run ends.
+    slack.wait_for("chat.postMessage", lambda call: call.args.get("channel") == reports, timeout=30)
+    [report] = slack.messages(reports)
+    assert report["text"].startswith("*Training run 1: skipped* (0 examples, fewer than the minimum of 5)")
+    assert "*Training data:* 0 examples (0 desirable, 0 undesirable)" in report["text"]
+    assert report["text"].endswith("*Now serving:* `tiny-llama`")
+    bot.report_training()
+    assert len(slack.messages(reports)) == 1, "a run is reported once"
 
 
 def test_a_bad_schedule_or_zone_names_the_setting(bot_settings: Settings) -> None:

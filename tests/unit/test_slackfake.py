@@ -439,3 +439,283 @@ def test_command_payload_and_block_action_builders(slack: FakeSlack, web: WebCli
     assert payload["type"] == "block_actions" and payload["container"]["message_ts"] == ts
     assert payload["actions"][0]["action_id"] == "feedback_up" and payload["actions"][0]["value"] == "1"
     assert payload["message"]["text"] == "rate me" and payload["user"]["id"] == alice
+
+
+# -- membership, directories and back-dated history ----------------------
+
+
+def test_membership_decides_what_the_bot_can_read_and_post(slack: FakeSlack, web: WebClient, alice: str) -> None:
+    outside = slack.add_channel("outside", members=[alice], bot_member=False)
+    hidden = slack.add_channel("hidden", kind="private", members=[alice], bot_member=False)
+    ts = {ch: slack.seed(ch, alice, "hello", at=time.time() - 60) for ch in (outside, hidden)}
+
+    def error(call: Any) -> str:
+        return str(slack_error(call).response["error"])
+
+    # A public channel says not_in_channel; a private one is hidden from non-members altogether.
+    for channel, expected in ((outside, "not_in_channel"), (hidden, "channel_not_found")):
+        assert error(lambda c=channel: web.conversations_history(channel=c)) == expected
+        assert error(lambda c=channel: web.conversations_replies(channel=c, ts=ts[c])) == expected
+        assert error(lambda c=channel: web.chat_postMessage(channel=c, text="hi")) == expected
+    assert error(lambda: web.conversations_info(channel=hidden)) == "channel_not_found"
+    assert error(lambda: web.conversations_members(channel=hidden)) == "channel_not_found"
+    assert web.conversations_info(channel=outside)["channel"]["is_member"] is False
+    assert web.conversations_members(channel=outside)["members"] == [alice]
+
+    slack.join(outside, "UBOT")
+    assert web.conversations_info(channel=outside)["channel"]["is_member"] is True
+    assert [m["text"] for m in web.conversations_history(channel=outside)["messages"]] == ["hello"]
+    assert web.chat_postMessage(channel=outside, text="hi")["ok"]
+    slack.leave(outside, "UBOT")
+    assert error(lambda: web.conversations_history(channel=outside)) == "not_in_channel"
+
+    # The bot is in every channel by default; an IM holds the bot and its user.
+    bob = slack.add_user("bob")
+
+    def members(channel: str) -> set[str]:
+        return set(web.conversations_members(channel=channel)["members"])
+
+    assert members(slack.add_channel("general")) == {"UBOT"}
+    assert members(slack.add_channel("dm", kind="im", user=alice)) == {"UBOT", alice}
+    assert members(slack.add_channel("trio", kind="mpim", members=[alice, bob])) == {"UBOT", alice, bob}
+    opened = web.conversations_open(users=bob)["channel"]["id"]
+    assert members(opened) == {"UBOT", bob} and web.conversations_info(channel=opened)["channel"]["is_member"]
+
+
+def test_a_user_token_reads_only_where_its_user_is_a_member(slack: FakeSlack, alice: str) -> None:
+    slack.add_token("xoxp-alice", alice)
+    as_alice = WebClient(token="xoxp-alice", base_url=slack.api_url)
+    mine = slack.add_channel("mine", members=[alice])
+    theirs = slack.add_channel("theirs")
+    assert as_alice.conversations_info(channel=mine)["channel"]["is_member"] is True
+    assert as_alice.conversations_info(channel=theirs)["channel"]["is_member"] is False
+    assert as_alice.conversations_history(channel=mine)["messages"] == []
+    err = slack_error(lambda: as_alice.conversations_history(channel=theirs))
+    assert err.response["error"] == "not_in_channel"
+
+
+def test_users_conversations_lists_memberships_page_by_page(slack: FakeSlack, web: WebClient, alice: str) -> None:
+    general = slack.add_channel("general", members=[alice])
+    random = slack.add_channel("random", members=[alice])
+    eng = slack.add_channel("eng")
+    secret = slack.add_channel("secret", kind="private", members=[alice])
+    hidden = slack.add_channel("hidden", kind="private", members=[alice], bot_member=False)
+    dm = slack.add_channel("dm", kind="im", user=alice)
+    old = slack.add_channel("old", members=[alice])
+    slack.archive(old)
+    both = "public_channel,private_channel"
+
+    def listed(**args: Any) -> list[str]:
+        """Every page of users.conversations, following next_cursor to the end."""
+        ids: list[str] = []
+        cursor = None
+        while True:
+            page = web.users_conversations(cursor=cursor, **args)
+            assert "has_more" not in page.data
+            ids += [c["id"] for c in page["channels"]]
+            cursor = page["response_metadata"]["next_cursor"]
+            if not cursor:
+                return ids
+
+    # The bot's own memberships, two at a time: every channel exactly once, in creation order.
+    assert listed(types=both, limit=2) == [general, random, eng, secret, old]
+    assert listed(types=both, limit=2, exclude_archived=True) == [general, random, eng, secret]
+    assert listed() == [general, random, eng, old]  # public_channel is the default type
+    first = web.users_conversations(types=both, limit=2)
+    assert len(first["channels"]) == 2 and first["response_metadata"]["next_cursor"]
+
+    # Another user's: their private channels only where the bot is in them too.
+    assert listed(user=alice, types=both, limit=2) == [general, random, secret, old]
+    assert hidden not in listed(user=alice, types="private_channel")
+    assert listed(user=alice, types=["im", "mpim"]) == [dm]
+    [item] = web.users_conversations(user=alice, types="private_channel")["channels"]
+    assert item == web.conversations_info(channel=secret)["channel"]
+    assert (item["name"], item["is_private"], item["is_member"]) == ("secret", True, True)
+
+    assert slack_error(lambda: web.users_conversations(types="channels")).response["error"] == "invalid_types"
+    assert slack_error(lambda: web.users_conversations(user="U404")).response["error"] == "user_not_found"
+    err = slack_error(lambda: web.users_conversations(cursor="not a cursor"))
+    assert err.response["error"] == "invalid_cursor"
+
+
+def test_conversations_members_paginates(slack: FakeSlack, web: WebClient) -> None:
+    people = [slack.add_user(f"person{i}") for i in range(5)]
+    channel = slack.add_channel("crowd", members=people)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = web.conversations_members(channel=channel, limit=2, cursor=cursor)
+        assert len(page["members"]) <= 2
+        seen += page["members"]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted([*people, "UBOT"]) and len(seen) == 6
+    assert len(web.conversations_members(channel=channel)["members"]) == 6
+
+
+def test_users_info_reports_the_time_zone(slack: FakeSlack, web: WebClient) -> None:
+    berlin = web.users_info(user=slack.add_user("alice", tz="Europe/Berlin"))["user"]
+    assert berlin["tz"] == "Europe/Berlin" and berlin["tz_offset"] in (3600, 7200)
+    assert (
+        berlin["tz_label"] == {3600: "Central European Time", 7200: "Central European Summer Time"}[berlin["tz_offset"]]
+    )
+    utc = web.users_info(user=slack.add_user("bob"))["user"]
+    assert (utc["tz"], utc["tz_label"], utc["tz_offset"]) == ("UTC", "Coordinated Universal Time", 0)
+    kolkata = web.users_info(user=slack.add_user("carol", tz="Asia/Kolkata"))["user"]
+    assert (kolkata["tz"], kolkata["tz_offset"]) == ("Asia/Kolkata", 19800) and kolkata["tz_label"]
+    with pytest.raises(ValueError, match="time zone"):
+        slack.add_user("dave", tz="Mars/Olympus_Mons")
+
+
+def test_seeded_history_pages_back_newest_first(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+    start = time.time() - 7 * 86400
+    # 5,000 messages a minute apart, seeded out of order; the newest 2,500 are the window.
+    order = list(range(5000))
+    order = order[1::2] + order[::2][::-1]
+    for i in order:
+        slack.seed(ch, alice, f"m{i}", at=start + i * 60)
+    stored = slack.messages(ch)
+    assert [m["text"] for m in stored] == [f"m{i}" for i in range(5000)]
+    assert len({m["ts"] for m in stored}) == 5000
+
+    oldest = f"{start + 2499 * 60:.6f}"
+    texts: list[str] = []
+    cursor = None
+    while True:
+        page = web.conversations_history(channel=ch, oldest=oldest, limit=200, cursor=cursor)
+        texts += [m["text"] for m in page["messages"]]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not page["has_more"]:
+            assert cursor == ""
+            break
+    assert texts == [f"m{i}" for i in range(4999, 2499, -1)]
+    assert len(slack.calls_to("conversations.history")) == 13
+
+    # Seeds at one instant still get distinct timestamps, in seeding order.
+    a, b = (slack.seed(ch, alice, text, at=start - 1) for text in ("first", "second"))
+    assert TS_FORMAT.match(a) and a < b and slack.messages(ch)[:2] == [slack.message(ch, a), slack.message(ch, b)]
+
+
+def test_seeded_threads_bot_messages_and_reactions(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+    bob = slack.add_user("bob")
+    now = time.time()
+    parent = slack.seed(ch, alice, "old question", at=now - 5 * 86400)
+    first = slack.seed(ch, bob, "late answer", at=now - 600, thread_ts=parent)
+    slack.seed(ch, alice, "thanks", at=now - 300, thread_ts=first)  # a reply to a reply joins the thread
+
+    # The parent is older than `oldest` but still leads the page; the bounds apply to the replies.
+    oldest = f"{now - 3600:.6f}"
+    replies = web.conversations_replies(channel=ch, ts=parent, oldest=oldest, inclusive=True)
+    assert [m["text"] for m in replies["messages"]] == ["old question", "late answer", "thanks"]
+    head = replies["messages"][0]
+    assert (head["reply_count"], head["reply_users"], head["thread_ts"]) == (2, [bob, alice], parent)
+    assert head["latest_reply"] == replies["messages"][2]["ts"]
+    assert all(m["thread_ts"] == parent and m["parent_user_id"] == alice for m in replies["messages"][1:])
+    assert web.conversations_history(channel=ch, oldest=oldest)["messages"] == []
+    assert [m["text"] for m in web.conversations_history(channel=ch)["messages"]] == ["old question"]
+
+    # A parent seeded after its reply still gathers it.
+    later = "1700000000.000000"
+    slack.seed(ch, bob, "reply first", at=1700000100, thread_ts=later)
+    assert slack.seed(ch, alice, "parent second", at=1700000000) == later
+    root = slack.message(ch, later)
+    assert root is not None and root["reply_count"] == 1 and root["reply_users"] == [bob]
+    assert slack.messages(ch, later)[1]["parent_user_id"] == alice
+
+    mine = slack.message(ch, slack.seed(ch, alice, "an old digest", at=now - 60, bot=True))
+    assert mine is not None and (mine["user"], mine["bot_id"]) == ("UBOT", "BBOT") and "client_msg_id" not in mine
+    marked = slack.message(ch, slack.seed(ch, bob, "off the record", at=now - 30, reactions=["no_entry_sign"]))
+    assert marked is not None and marked["reactions"] == [{"name": "no_entry_sign", "users": [bob], "count": 1}]
+    assert marked["user"] == bob and marked["client_msg_id"]
+
+
+def test_react_stores_a_reaction_and_builds_its_event(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+    ts = web.chat_postMessage(channel=ch, text="answer")["ts"]
+    envelope = slack.react(ch, ts, alice, ":+1:")
+    event = envelope["event"]
+    assert envelope["type"] == "event_callback" and event["type"] == "reaction_added"
+    assert (event["user"], event["reaction"], event["item_user"]) == (alice, "+1", "UBOT")
+    assert event["item"] == {"type": "message", "channel": ch, "ts": ts}
+    web.reactions_add(channel=ch, timestamp=ts, name="+1")
+    stored = slack.message(ch, ts)
+    assert stored is not None and stored["reactions"] == [{"name": "+1", "users": [alice, "UBOT"], "count": 2}]
+    with pytest.raises(ValueError, match="already reacted"):
+        slack.react(ch, ts, alice, "+1")
+    with pytest.raises(ValueError, match="no message"):
+        slack.react(ch, "1.000001", alice, "+1")
+
+
+def test_permalinks_of_seeded_messages_and_replies(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+    parent = slack.seed(ch, alice, "question", at=time.time() - 100)
+    reply = slack.seed(ch, alice, "answer", at=time.time() - 50, thread_ts=parent)
+    link = web.chat_getPermalink(channel=ch, message_ts=parent)["permalink"]
+    assert link == f"{slack.base_url}/archives/{ch}/p{parent.replace('.', '')}"
+    reply_link = web.chat_getPermalink(channel=ch, message_ts=reply)["permalink"]
+    assert reply_link == f"{slack.base_url}/archives/{ch}/p{reply.replace('.', '')}?thread_ts={parent}&cid={ch}"
+    err = slack_error(lambda: web.chat_getPermalink(channel=ch, message_ts="1.000001"))
+    assert err.response["error"] == "message_not_found"
+
+
+def test_rate_limited_reads_are_retried_by_slack_sdk(slack: FakeSlack, ch: str, alice: str) -> None:
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+    web = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
+    parent = slack.seed(ch, alice, "question", at=time.time() - 100)
+    slack.seed(ch, alice, "answer", at=time.time() - 50, thread_ts=parent)
+
+    slack.fail_next("conversations.history", status=429, retry_after=1)
+    assert [m["text"] for m in web.conversations_history(channel=ch)["messages"]] == ["question"]
+    slack.fail_next("conversations.replies", status=429, retry_after=0)
+    assert [m["text"] for m in web.conversations_replies(channel=ch, ts=parent)["messages"]] == ["question", "answer"]
+
+    history, replies = slack.calls_to("conversations.history"), slack.calls_to("conversations.replies")
+    assert [c.status for c in history] == [429, 200] and [c.status for c in replies] == [429, 200]
+    assert history[0].response == {"ok": False, "error": "ratelimited"}
+
+
+def test_a_message_shortcut_reaches_bolts_shortcut_listeners(
+    slack: FakeSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    from slack_bolt import App
+    from slack_bolt.request import BoltRequest
+
+    app = App(client=WebClient(token=TOKEN, base_url=slack.api_url), signing_secret=SECRET)
+    seen: list[tuple[str, str | None, str | None, str]] = []
+
+    def summarize(ack: Any, shortcut: dict[str, Any], context: Any, respond: Any) -> None:
+        ack()
+        seen.append((shortcut["callback_id"], context.channel_id, context.user_id, shortcut["message"]["text"]))
+        respond(text=f"Summary of {shortcut['message_ts']}")
+
+    # By callback_id alone (any shortcut), and through Bolt's message-shortcut matcher.
+    app.shortcut("summarize_thread")(summarize)
+    app.shortcut({"type": "message_action", "callback_id": "summarize_again"})(summarize)
+
+    root = slack.seed(ch, alice, "should we cache the builds?", at=time.time() - 600)
+    payload = slack.message_shortcut(ch, alice, root, "summarize_thread")
+    assert {k: payload[k] for k in ("type", "callback_id", "message_ts", "channel")} == {
+        "type": "message_action",
+        "callback_id": "summarize_thread",
+        "message_ts": root,
+        "channel": {"id": ch, "name": "general"},
+    }
+    assert (payload["user"]["id"], payload["user"]["name"], payload["team"]["id"]) == (alice, "alice", "T0001")
+    assert payload["message"] == slack.message(ch, root) and payload["trigger_id"] and payload["action_ts"]
+    assert payload["response_url"].startswith(slack.base_url + "/response/")
+
+    url, received = receiver
+    client = SlackClient(bot_url=url, signing_secret=SECRET)
+    client.send_interaction(payload)
+    client.send_interaction(slack.message_shortcut(ch, alice, root, "summarize_again"))
+    for headers, body in received:
+        bolt_headers: dict[str, str | Sequence[str]] = dict(headers)
+        assert app.dispatch(BoltRequest(body=body.decode(), headers=bolt_headers)).status == 200
+
+    slack.wait_for("response_url", timeout=5, count=2)
+    text = "should we cache the builds?"
+    assert sorted(seen) == [("summarize_again", ch, alice, text), ("summarize_thread", ch, alice, text)]
+    shown = slack.ephemerals(ch)
+    assert [(e["user"], e["text"], e["via"]) for e in shown] == [(alice, f"Summary of {root}", "response_url")] * 2
+    with pytest.raises(ValueError, match="no message"):
+        slack.message_shortcut(ch, alice, "1.000001", "summarize_thread")

@@ -67,6 +67,21 @@ class CallContext:
             raise SlackError("channel_not_found")
         return channel
 
+    def member_channel(self, name: str = "channel") -> Channel:
+        """A channel the caller must be in to read or post: Slack answers not_in_channel
+        for a public one and hides any other from non-members."""
+        channel = self.channel(name)
+        if self.actor not in channel.members:
+            raise SlackError("not_in_channel" if channel.kind == "public" else "channel_not_found")
+        return channel
+
+    def visible_channel(self, name: str = "channel") -> Channel:
+        """A channel the caller can look at: any public one, any other only as a member."""
+        channel = self.channel(name)
+        if not channel.visible_to(self.actor):
+            raise SlackError("channel_not_found")
+        return channel
+
     def message(self, channel: Channel, name: str = "ts") -> Message:
         message = self.workspace.find(channel.id, self.require(name))
         if message is None:
@@ -75,10 +90,9 @@ class CallContext:
 
     def bot_fields(self) -> Message:
         """Author fields of a message posted with the caller's token."""
-        ws = self.workspace
-        if self.actor != ws.bot_user_id:
+        if self.actor != self.workspace.bot_user_id:
             return {"user": self.actor}
-        return {"user": ws.bot_user_id, "bot_id": ws.bot_id, "app_id": ws.app_id}
+        return self.workspace.bot_author()
 
 
 Handler = Callable[[CallContext], Response]
@@ -106,18 +120,20 @@ def require_content(ctx: CallContext) -> Message:
     return fields
 
 
-def paginate(ctx: CallContext, items: Sequence[Message], default_limit: int) -> Response:
-    """Slack's cursor pagination over an already ordered list."""
+def paginate(ctx: CallContext, items: Sequence[Any], default_limit: int, key: str = "messages") -> Response:
+    """Slack's cursor pagination over an already ordered list, answered under `key`
+    ("messages", "channels" or "members"). Only message listings say has_more;
+    the others end when next_cursor comes back empty."""
     limit = max(1, ctx.int_arg("limit", default_limit))
     start = _decode_cursor(ctx.arg("cursor"))
     page = items[start : start + limit]
     has_more = start + limit < len(items)
     cursor = _encode_cursor(start + limit) if has_more else ""
-    return {
-        "messages": [public(m) for m in page],
-        "has_more": has_more,
-        "response_metadata": {"next_cursor": cursor},
-    }
+    response: Response = {key: [copy.deepcopy(item) for item in page]}
+    if key == "messages":
+        response["has_more"] = has_more
+    response["response_metadata"] = {"next_cursor": cursor}
+    return response
 
 
 def _encode_cursor(offset: int) -> str:
@@ -128,6 +144,9 @@ def _decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
     try:
-        return int(base64.b64decode(cursor).decode().removeprefix("offset:"))
+        offset = int(base64.b64decode(cursor).decode().removeprefix("offset:"))
     except ValueError:
         raise SlackError("invalid_cursor") from None
+    if offset < 0:
+        raise SlackError("invalid_cursor")
+    return offset

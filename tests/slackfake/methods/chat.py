@@ -7,7 +7,10 @@ from .base import CallContext, Handler, Response, SlackError, content_fields, pu
 
 
 def post_message(ctx: CallContext) -> Response:
-    channel = ctx.channel()
+    # Without chat:write.public (Ember's manifest lacks it) a bot posts only where it is a member.
+    channel = ctx.member_channel()
+    if channel.archived:
+        raise SlackError("is_archived")
     fields = {**ctx.bot_fields(), **require_content(ctx)}
     if ctx.flag("reply_broadcast"):
         fields["reply_broadcast"] = True

@@ -32,16 +32,9 @@ def users_info(ctx: CallContext) -> Response:
 
 
 def reactions_add(ctx: CallContext) -> Response:
-    reactions = _reactions_of(ctx)
-    name = ctx.require("name", "invalid_name").strip(":")
-    entry = next((r for r in reactions if r["name"] == name), None)
-    if entry is None:
-        entry = {"name": name, "users": [], "count": 0}
-        reactions.append(entry)
-    if ctx.actor in entry["users"]:
+    message = ctx.message(ctx.channel(), "timestamp")
+    if not ctx.workspace.add_reaction(message, ctx.actor, ctx.require("name", "invalid_name")):
         raise SlackError("already_reacted")
-    entry["users"].append(ctx.actor)
-    entry["count"] = len(entry["users"])
     return {"ok": True}
 
 
