@@ -162,7 +162,8 @@ class Ember:
             max_messages=settings.digest_max_messages,
             quiet=settings.digest_quiet,
             default_timezone=settings.timezone,
-            timeout=settings.answer_timeout,
+            # A digest's map prompts queue behind each other on a CPU; an answer's deadline would cut them.
+            timeout=None,
         )
         services.digest_timezone = settings.timezone
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None

@@ -1,18 +1,14 @@
 """For digest scenarios: a model that writes notes the way an able one would, behind the real LLM
-interface, and a week of seeded channel talk to summarise."""
+interface (each request rendered by the real chat template and counted by the real tokenizer)."""
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from models.base import Completion, PromptInfo, Tools
-from models.prompt import render
-from tests.support.scripted import Prompted, ScriptedEngine, ScriptedStream
+from tests.support.scripted import ReplyingEngine
 
 # "[12] alice: we decided to ..." as the summariser shows messages (any indentation or reply marker).
 _SHOWN = re.compile(r"^\W*\[(\d+)\]\s*([^:\n]+):\s*(.+)$", re.M)
@@ -20,76 +16,36 @@ _NOTE = re.compile(r"^\s*[-*•]?\s*(DECISION|ACTION[^:]*|QUESTION|HIGHLIGHT)\s*
 INVENTED = 9999
 
 
-class CitingEngine(ScriptedEngine):
-    """Notes every message that decides, assigns or asks something, citing it by its number, and adds one
-    reference to a message it was never shown ([9999]), as models do; the reduce step passes notes on.
+def notes(messages: list[dict[str, Any]]) -> str:
+    """Notes every message that decides, assigns or asks something, citing it by its number, and adds
+    one reference to a message it was never shown ([9999]), as models do; a reduce prompt's notes go
+    on as they are."""
+    user = str(next((m["content"] for m in reversed(messages) if m.get("role") == "user"), ""))
+    shown = _SHOWN.findall(user)
+    if not shown:
+        return "\n".join(match.group(0).strip() for match in _NOTE.finditer(user))
+    written = []
+    for number, author, text in shown:
+        lowered, text = text.lower(), text.strip()
+        if "decided" in lowered:
+            written.append(f"DECISION: {text} [{number}]")
+        elif "i will" in lowered or "i'll" in lowered:
+            written.append(f"ACTION (@{author.strip()}): {text} [{number}]")
+        elif text.endswith("?"):
+            written.append(f"QUESTION: {text} [{number}]")
+    written.append(f"HIGHLIGHT: the team talked a lot [{shown[0][0]}][{INVENTED}]")
+    return "\n".join(written)
 
-    Each request is rendered by the real chat template and counted by the real tokenizer."""
+
+class CitingEngine(ReplyingEngine):
+    """A ReplyingEngine that takes notes; every call must fit its window, as on a real engine."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, *, window: int = 2048) -> None:
-        super().__init__(tokenizer, [])
-        self.window = window
-        self._lock = threading.Lock()
+        super().__init__(tokenizer, notes, context_window=window)
 
-    @property
-    def context_window(self) -> int:
-        return self.window
-
-    def generate(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        timeout: float | None = None,
-        tools: Tools = None,
-    ) -> Completion:
-        sent = [dict(m) for m in messages]
-        ids = render(self.tokenizer, sent, tools=tools)
-        prompt = str(self.tokenizer.decode(ids))
-        with self._lock:
-            self.prompts.append(Prompted(sent, None, prompt, timeout))
-        user = next((m["content"] for m in reversed(sent) if m.get("role") == "user"), "")
-        text = self._notes(str(user))
-        tokens = len(ids)
-        assert tokens + max_new_tokens <= self.window, f"a prompt of {tokens} tokens overflows the window"
-        return Completion(
-            text=text,
-            model_version=self.version,
-            prompt_tokens=tokens,
-            completion_tokens=len(self.tokenizer.encode(text, add_special_tokens=False)),
-            seconds=0.0,
-            prompt=PromptInfo(tokens),
-        )
-
-    def stream(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        timeout: float | None = None,
-        tools: Tools = None,
-    ) -> ScriptedStream:
-        return ScriptedStream(self.generate(messages, max_new_tokens=max_new_tokens, timeout=timeout, tools=tools))
-
-    @staticmethod
-    def _notes(user: str) -> str:
-        shown = _SHOWN.findall(user)
-        if not shown:  # a reduce prompt: the notes go on as they are
-            return "\n".join(match.group(0).strip() for match in _NOTE.finditer(user))
-        notes = []
-        for number, author, text in shown:
-            lowered = text.lower()
-            if "decided" in lowered:
-                notes.append(f"DECISION: {text.strip()} [{number}]")
-            elif "i will" in lowered or "i'll" in lowered:
-                notes.append(f"ACTION (@{author.strip()}): {text.strip()} [{number}]")
-            elif text.strip().endswith("?"):
-                notes.append(f"QUESTION: {text.strip()} [{number}]")
-        notes.append(f"HIGHLIGHT: the team talked a lot [{shown[0][0]}][{INVENTED}]")
-        return "\n".join(notes)
+    def overflowed(self) -> list[tuple[int, int]]:
+        """(prompt tokens, max_new_tokens) of every call that did not fit the window."""
+        return [(prompt, new) for prompt, new in self.budgets if prompt + new > self.window]
 
     def prompt_text(self) -> str:
-        with self._lock:
-            return "\n".join(p.prompt for p in self.prompts)
+        return "\n".join(p.prompt for p in self.prompts)
