@@ -183,7 +183,11 @@ class DigestRunner:
             max_messages=self.max_messages,
             names=Names(self.client),
         )
-        digest = self.summariser.summarise(collected.units, title=f"#{name}")
+        log.info("digest of #%s: %d messages in %d threads", name, collected.messages, collected.threads)
+        # A week of a busy channel takes minutes on a CPU: the log says how far it got.
+        digest = self.summariser.summarise(
+            collected.units, title=f"#{name}", progress=lambda step: log.info("digest of #%s: %s", name, step)
+        )
         return ChannelPart(channel_id, name, digest, collected.messages, collected.threads, collected.truncated)
 
     def _bot_channels(self) -> list[dict[str, object]]:
