@@ -223,7 +223,6 @@ _TAGGED = re.compile(
 )
 _ECHO = re.compile(r"^\W*\[\d+\]\s*(?P<name>[^\s:\[\]]{1,40}):")
 _LEADING_OWNER = re.compile(r"^@(?P<name>[\w.-]+)")
-_EMPTY = {"", "none", "n/a", "nothing", "no", "-"}
 
 
 def parse_notes(text: str, valid: Collection[int]) -> Parsed:
@@ -242,8 +241,8 @@ def parse_notes(text: str, valid: Collection[int]) -> Parsed:
         kind, body, owner, numbers = read
         good = tuple(dict.fromkeys(n for n in numbers if n in allowed))
         invented += len(set(numbers) - allowed)
-        if body.lower().strip(".") in _EMPTY:
-            continue
+        if len(body.split()) < 2:
+            continue  # "none", a stray word: nothing a reader could use
         if not good:
             uncited += 1
             continue
@@ -373,6 +372,8 @@ class _Tally:
 
 
 class Summariser:
+    """Digests of a window of channel messages, made with one engine, never past its context window."""
+
     def __init__(
         self,
         engine: LLM,
@@ -394,7 +395,7 @@ class Summariser:
         sizes = [size for size in (self.context_tokens, self.engine.context_window) if size]
         return min(sizes) if sizes else FALLBACK_WINDOW
 
-    def new_tokens(self, wanted: int) -> int:
+    def _new_tokens(self, wanted: int) -> int:
         # A reply never takes more than half the window, so a prompt always has room.
         return max(1, min(wanted, self.window // 2))
 
@@ -406,7 +407,7 @@ class Summariser:
         numbered = {item.number: item.message for item in number_messages(units)}
         if not numbered:
             return self._digest([], numbered, units, tally, parts=0)
-        chunks = self.chunks(units, title=title, tally=tally)
+        chunks = self._chunks(units, title, tally)
         tell(f"summarising {len(chunks)} part{'s' * (len(chunks) != 1)}")
         mapped = self._map(chunks, title, tally)
         if len(chunks) == 1:
@@ -418,12 +419,15 @@ class Summariser:
 
     # -- map ----------------------------------------------------------------------------------------
 
-    def chunks(self, units: Sequence[Unit], *, title: str = "", tally: _Tally | None = None) -> list[Chunk]:
+    def chunks(self, units: Sequence[Unit], *, title: str = "") -> list[Chunk]:
         """The map step's parts: every message in exactly one, each part's prompt within the window."""
-        new = self.new_tokens(self.note_tokens)
+        return self._chunks(units, title, _Tally())
+
+    def _chunks(self, units: Sequence[Unit], title: str, tally: _Tally) -> list[Chunk]:
+        new = self._new_tokens(self.note_tokens)
         room = self._room(map_messages("", title), new)
         # No one message may take more than half a part, so one long paste cannot crowd out the rest.
-        lines = self._lines(number_messages(units), max(8, room // 2), tally or _Tally())
+        lines = self._lines(number_messages(units), max(8, room // 2), tally)
         parts = self._verified(_pack_units(lines, room), lambda part: map_messages(_join_lines(part), title), new)
         return [Chunk(tuple(part)) for part in parts]
 
@@ -440,23 +444,25 @@ class Summariser:
 
     def _cut(self, item: Numbered, tokens: int, longest: int) -> tuple[str, int]:
         """The message's start, as much as fits: better a cut message than a dropped one."""
-        keep = len(item.message.text)
+        # Redacted before cutting: a secret cut in half would no longer match its pattern.
+        clean = redact(item.message.text)
+        keep = len(clean)
         text = message_line(item)
         while tokens > longest and keep > 0:
             keep = int(keep * longest / tokens * 0.9)
-            text = message_line(item, item.message.text[:keep] + CUT_MARK)
+            text = message_line(item, clean[:keep] + CUT_MARK)
             tokens = self._tokens(text)
         return text, tokens
 
     def _map(self, chunks: Sequence[Chunk], title: str, tally: _Tally) -> list[list[Note]]:
-        new = self.new_tokens(self.note_tokens)
+        new = self._new_tokens(self.note_tokens)
         completions = self._run([map_messages(chunk.text, title) for chunk in chunks], new, tally)
         return [tally.read(parse_notes(c.text, chunk.numbers)) for chunk, c in zip(chunks, completions, strict=True)]
 
     # -- reduce -------------------------------------------------------------------------------------
 
     def _reduce(self, notes: list[Note], title: str, tally: _Tally, tell: Callable[[str], None]) -> list[Note]:
-        final = self.new_tokens(self.digest_tokens)
+        final = self._new_tokens(self.digest_tokens)
         # An intermediate reply gets at most a third of what a prompt holds, so at least two fit the next.
         middle = min(final, max(1, self._room(reduce_messages("", title), 0) // 3))
         before: int | None = None

@@ -43,7 +43,9 @@ def channel(messages: int, *, thread_every: int = 5, replies: int = 12) -> list[
             units.append(Unit(tuple(thread)))
         else:
             size = min(8, messages - made)
-            run = [SourceMessage(f"{index}.{i:06d}", f"person{i % 5}", f"loose {index} message {i}") for i in range(size)]
+            run = [
+                SourceMessage(f"{index}.{i:06d}", f"person{i % 5}", f"loose {index} message {i}") for i in range(size)
+            ]
             units.append(Unit(tuple(run)))
         made += size
     return units
@@ -105,15 +107,16 @@ def test_every_message_reaches_exactly_one_map_prompt_submitted_before_any_is_re
 
 
 def test_a_message_too_long_for_a_prompt_is_cut_not_dropped(tokenizer: PreTrainedTokenizerBase) -> None:
-    paste = "the deploy log says " + "error retrying connection " * 3000
+    paste = "the deploy log says " + "xoxb-1234567890-abcdefgh " * 3000
     units = [*channel(30), Unit((SourceMessage("99.1", "dana", paste),)), *channel(10)]
     engine = replying(tokenizer, citing_first, window=1024)
     result = Summariser(engine, note_tokens=64, digest_tokens=128).summarise(units)
 
     seen = Counter(n for p in engine.prompts if is_map(p.messages) for n in shown(p.messages))
     assert seen == Counter(range(1, 42))
-    assert sum("dana: the deploy log says error" in p.prompt for p in engine.prompts) == 1
+    assert sum("dana: the deploy log says [redacted]" in p.prompt for p in engine.prompts) == 1
     assert result.cut_messages == 1
+    assert not any("xoxb-" in p.prompt for p in engine.prompts), "a secret cut in half is still redacted"
     assert all(prompt + new <= 1024 for prompt, new in engine.budgets)
 
 
@@ -125,6 +128,9 @@ def test_one_part_is_its_own_digest_without_a_reduce_call(tokenizer: PreTrainedT
 
     assert result.prompts == 1 and result.rounds == 0
     assert told == ["summarising 1 part"]
+    shown_prompt = engine.prompts[0].prompt
+    assert "[1] person0: thread 0 message 0" in shown_prompt
+    assert f"{digest.REPLY_MARK}[2] person1: thread 0 message 1" in shown_prompt, "replies are marked as such"
     [bullet] = result.bullets()
     assert bullet.sources == (everything(units)[2],)
 
@@ -139,7 +145,9 @@ def test_no_messages_means_no_model_call(tokenizer: PreTrainedTokenizerBase) -> 
 
 def test_a_reference_the_model_was_not_given_is_dropped_and_counted(tokenizer: PreTrainedTokenizerBase) -> None:
     units = channel(6, thread_every=99)
-    reply = "DECISION: ship on friday [1][9999]\nHIGHLIGHT: a story nobody told [9999]\nQUESTION: who owns the pager? [2]"
+    reply = (
+        "DECISION: ship on friday [1][9999]\nHIGHLIGHT: a story nobody told [9999]\nQUESTION: who owns the pager? [2]"
+    )
     result = Summariser(replying(tokenizer, lambda m: reply)).summarise(units)
 
     sent = everything(units)
@@ -227,7 +235,8 @@ def test_secrets_in_messages_reach_no_prompt(tokenizer: PreTrainedTokenizerBase)
         if not is_map(messages):
             return "\n".join(notes_of(messages))
         lines = messages[-1]["content"].splitlines()
-        return "\n".join(f"HIGHLIGHT: {line.split(': ', 1)[-1]} [{n}]" for n, line in zip(shown(messages), lines[2:]))
+        pairs = zip(shown(messages), lines[2:], strict=False)
+        return "\n".join(f"HIGHLIGHT: {line.split(': ', 1)[-1]} [{n}]" for n, line in pairs)
 
     units = [*channel(100), Unit(tuple(secrets)), *channel(100)]
     engine = replying(tokenizer, echo, window=1024)
