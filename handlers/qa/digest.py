@@ -24,7 +24,7 @@ from db.redact import redact
 from models.base import LLM, Completion, Message, TokenStream, drain
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 SECTIONS = ("Decisions", "Action items", "Open questions", "Highlights")
 TAGS = dict(zip(SECTIONS, ("DECISION", "ACTION", "QUESTION", "HIGHLIGHT"), strict=True))
@@ -545,10 +545,10 @@ class Summariser:
         return self.engine.count_tokens([{"role": "user", "content": ""}])
 
     def _verified(
-        self, packed: Sequence[list[T]], build: Callable[[list[T]], list[Message]], new: int
-    ) -> list[list[T]]:
+        self, packed: Sequence[list[_T]], build: Callable[[list[_T]], list[Message]], new: int
+    ) -> list[list[_T]]:
         """Each part checked against its real rendering; one that is over hands its tail to a part of its own."""
-        out: list[list[T]] = []
+        out: list[list[_T]] = []
         queue = list(packed)
         while queue:
             part = queue.pop(0)
