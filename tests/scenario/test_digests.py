@@ -170,7 +170,7 @@ def test_a_daily_digest_posts_its_window_once_across_restarts_replicas_and_downt
     posted = [r for r in digest_runs(bot_settings) if r["subscription_id"] == soon["id"]]
     assert [r["status"] for r in posted] == ["posted"]
 
-    # A day of downtime: a subscription that should have fired at 06:00 UTC and on the days before.
+    # Days of downtime: a daily subscription that should have fired an hour or two ago and on the days before.
     digest_bots.stop(restarted)
     missed = _backdated_subscription(bot_settings, channel, alice, days=3)
     digest_bots.start()
@@ -196,14 +196,19 @@ def _answer_votes(settings: Settings) -> int:
 
 
 def _backdated_subscription(settings: Settings, channel: str, user: str, *, days: int) -> int:
-    """A daily 06:00 UTC subscription that has existed for `days` days, with none of its runs done."""
-    created = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """A daily subscription that has existed for `days` days, with none of its runs done.
+
+    It fires on the hour one to two hours ago, so that its latest closed window holds most of
+    `seed_day`'s talk whatever the time of day the test runs at.
+    """
+    now = datetime.now(UTC)
+    hour = (now - timedelta(hours=1)).hour
+    created = (now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S.%f")
     with sqlite3.connect(settings.data_dir / "ember.db") as connection:
         cursor = connection.execute(
             "INSERT INTO digest_subscriptions (workspace_id, kind, channel_id, channel_type, user_id, cron,"
-            " timezone, label, created_at) VALUES ('T0001', 'channel', ?, 'channel', ?, '0 6 * * *', 'UTC',"
-            " 'daily 06:00', ?)",
-            (channel, user, created),
+            " timezone, label, created_at) VALUES ('T0001', 'channel', ?, 'channel', ?, ?, 'UTC', ?, ?)",
+            (channel, user, f"0 {hour} * * *", f"daily {hour:02d}:00", created),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid

@@ -46,10 +46,14 @@ def ember(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 class Askers:
-    """People asking, one new question every `every` seconds, in threads of their own, until stopped."""
+    """People asking in threads of their own until stopped: a new question `every` seconds, but never
+    more than `waiting` unanswered at once, so that a busy machine's queue does not outgrow the test."""
 
-    def __init__(self, bots: Bots, slack: FakeSlack, channel: str, user: str, every: float = 0.25) -> None:
+    def __init__(
+        self, bots: Bots, slack: FakeSlack, channel: str, user: str, every: float = 0.25, waiting: int = 3
+    ) -> None:
         self.bots, self.slack, self.channel, self.user, self.every = bots, slack, channel, user, every
+        self.waiting = waiting
         self.asked: list[tuple[str, str]] = []  # (question, its ts)
         self.statuses: list[int] = []
         self._stop = threading.Event()
@@ -69,9 +73,14 @@ class Askers:
         self.asked.append((question, envelope["event"]["ts"]))
         return str(envelope["event"]["ts"])
 
+    def _unanswered(self) -> int:
+        return sum(not scenario.replies(self.slack, self.channel, ts) for _, ts in self.asked)
+
     def _run(self) -> None:
         n = 0
         while not self._stop.wait(self.every):
+            if self._unanswered() >= self.waiting:
+                continue
             n += 1
             self.ask(f"{TRAINED[n % len(TRAINED)]} (question {n})")
 
