@@ -26,14 +26,14 @@ from bot.server import EmberWSGI, HttpServer
 from bot.settings import load_settings
 from models import loading
 from models.engine import Engine
-from tests.slackfake import FakeSlack, SlackClient
+from playground import LocalSlack, SlackClient
 from tests.support.models import build_tiny_model, packaged_tokenizer
 
 SECRET = "bench-signing-secret"
 SLACK_DEADLINE = 3.0
 
 
-def burst(client: SlackClient, slack: FakeSlack, channel: str, user: str, count: int, workers: int) -> list[float]:
+def burst(client: SlackClient, slack: LocalSlack, channel: str, user: str, count: int, workers: int) -> list[float]:
     envelopes = [slack.mention(channel, user, f"question {i}: what is the deploy status?") for i in range(count)]
 
     def send(envelope: dict[str, Any]) -> float:
@@ -45,7 +45,7 @@ def burst(client: SlackClient, slack: FakeSlack, channel: str, user: str, count:
         return list(pool.map(send, envelopes))
 
 
-def naive_bot(slack: FakeSlack, engine: Engine) -> HttpServer:
+def naive_bot(slack: LocalSlack, engine: Engine) -> HttpServer:
     from slack_sdk import WebClient
 
     app = App(
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--model", default="default", help="'default' (packaged SmolLM2-135M) or 'tiny'")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch, FakeSlack(bot_token="xoxb-bench") as slack:
+    with tempfile.TemporaryDirectory() as scratch, LocalSlack(bot_token="xoxb-bench") as slack:
         if args.model == "tiny":
             model_dir = build_tiny_model(Path(scratch) / "tiny", packaged_tokenizer(), context=2048)
         else:

@@ -11,7 +11,7 @@ from bot.runtime import Ember
 from bot.settings import Settings, load_settings
 from db import Database
 from models.embeddings import Embedder
-from tests.slackfake import FakeSlack, SlackClient
+from playground import LocalSlack, SlackClient
 from tests.support.models import build_tiny_model, packaged_tokenizer
 
 # Tests never reach a model hub; everything they load is built here or shipped in a package.
@@ -45,14 +45,14 @@ SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
 @pytest.fixture()
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(bot_token="xoxb-test", team_id="T0001", bot_user_id="UBOT", bot_id="BBOT") as fake:
+def slack() -> Iterator[LocalSlack]:
+    with LocalSlack(bot_token="xoxb-test", team_id="T0001", bot_user_id="UBOT", bot_id="BBOT") as fake:
         yield fake
         assert not fake.server_errors, fake.server_errors
 
 
 @pytest.fixture()
-def bot_settings(clean_env: None, tmp_path: Path, slack: FakeSlack, tiny_model_dir: Path) -> Settings:
+def bot_settings(clean_env: None, tmp_path: Path, slack: LocalSlack, tiny_model_dir: Path) -> Settings:
     return load_settings(
         slack_bot_token="xoxb-test",
         slack_signing_secret=SIGNING_SECRET,

@@ -15,15 +15,15 @@ from transformers import PreTrainedTokenizerBase
 
 from bot.runtime import Ember
 from bot.settings import Settings
+from playground import LocalSlack, SlackClient
 from tests.conftest import SIGNING_SECRET
-from tests.slackfake import FakeSlack, SlackClient
 from tests.support.chat_templates import QWEN2_5_INSTRUCT
 from tests.support.scenario import answered, turns
 from tests.support.scripted import ScriptedEngine, call
 
 
 def test_a_mention_answered_with_tools_stores_its_calls_and_never_reads_private_channels(
-    bot_settings: Settings, slack: FakeSlack, tokenizer: PreTrainedTokenizerBase
+    bot_settings: Settings, slack: LocalSlack, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     qwen = copy.deepcopy(tokenizer)
     qwen.chat_template = QWEN2_5_INSTRUCT
@@ -67,7 +67,7 @@ def test_a_mention_answered_with_tools_stores_its_calls_and_never_reads_private_
 
 
 def test_a_tool_using_answer_streams_into_the_thread_with_its_tool_step_as_the_status(
-    bot_settings: Settings, slack: FakeSlack, tokenizer: PreTrainedTokenizerBase
+    bot_settings: Settings, slack: LocalSlack, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     qwen = copy.deepcopy(tokenizer)
     qwen.chat_template = QWEN2_5_INSTRUCT

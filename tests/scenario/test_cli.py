@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from playground import LocalSlack, SlackClient
 from tests.conftest import SIGNING_SECRET
-from tests.slackfake import FakeSlack, SlackClient
 from tests.support.cli import ember, ember_env
 from tests.support.scenario import answered
 
@@ -99,7 +99,7 @@ def free_port() -> int:
 
 def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
     port = free_port()
-    with FakeSlack(bot_token="xoxb-test", bot_user_id="UBOT") as slack:
+    with LocalSlack(bot_token="xoxb-test", bot_user_id="UBOT") as slack:
         env = ember_env(
             tmp_path,
             SLACK_BOT_TOKEN="xoxb-test",
@@ -149,7 +149,7 @@ def test_ask_answers_from_the_packaged_model(tmp_path: Path) -> None:
 
 
 def test_run_with_a_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
-    with FakeSlack(bot_token="xoxb-the-real-one") as slack:
+    with LocalSlack(bot_token="xoxb-the-real-one") as slack:
         result = ember(
             tmp_path,
             "run",
@@ -165,7 +165,7 @@ def test_run_with_a_token_slack_rejects_stops_before_loading_the_model(tmp_path:
 
 
 def test_run_with_an_app_token_slack_rejects_stops_before_loading_the_model(tmp_path: Path) -> None:
-    with FakeSlack(bot_token="xoxb-test") as slack:
+    with LocalSlack(bot_token="xoxb-test") as slack:
         result = ember(
             tmp_path,
             "run",

@@ -17,8 +17,8 @@ from bot.runtime import Ember
 from bot.settings import Settings
 from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT
 from handlers.slack.digests import Outcome
+from playground import LocalSlack, SlackClient
 from tests.conftest import SIGNING_SECRET
-from tests.slackfake import FakeSlack, SlackClient
 from tests.support.digests import INVENTED, CitingEngine
 from tests.support.scenario import wait_for
 
@@ -56,21 +56,21 @@ def digest_bots(bot_settings: Settings, tokenizer: PreTrainedTokenizerBase) -> I
         runner.stop(bot)
 
 
-def command(digest_bots: DigestBots, bot: Ember, slack: FakeSlack, channel: str, user: str, text: str) -> str:
+def command(digest_bots: DigestBots, bot: Ember, slack: LocalSlack, channel: str, user: str, text: str) -> str:
     response = digest_bots.client(bot).send_form(slack.command_payload(channel, user, text))
     assert response.status_code == 200
     return str(response.json()["text"])
 
 
-def headlines(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:
+def headlines(slack: LocalSlack, channel: str) -> list[dict[str, Any]]:
     return [m for m in slack.messages(channel) if m.get("bot_id") and m.get("thread_ts") in (None, m["ts"])]
 
 
-def digest_thread(slack: FakeSlack, channel: str, headline: dict[str, Any]) -> str:
+def digest_thread(slack: LocalSlack, channel: str, headline: dict[str, Any]) -> str:
     return "\n".join(m["text"] for m in slack.messages(channel, headline["ts"])[1:])
 
 
-def links_resolve(slack: FakeSlack, text: str) -> list[dict[str, Any]]:
+def links_resolve(slack: LocalSlack, text: str) -> list[dict[str, Any]]:
     """Every permalink in `text`, as the stored message it points at (a dead link fails the test)."""
     found = []
     for url in LINK.findall(text):
@@ -100,7 +100,7 @@ def finished(settings: Settings, subscription_id: int | None, count: int = 1) ->
     return len(done) >= count
 
 
-def seed_day(slack: FakeSlack, channel: str, people: list[str], *, hours: float = 20, count: int = 30) -> list[str]:
+def seed_day(slack: LocalSlack, channel: str, people: list[str], *, hours: float = 20, count: int = 30) -> list[str]:
     """A day of talk ending now: chatter, a decision, an action item and an open question."""
     now = time.time()
     texts = [f"chatter number {i} about the build" for i in range(count - 3)]
@@ -120,7 +120,7 @@ def seed_day(slack: FakeSlack, channel: str, people: list[str], *, hours: float 
 
 
 def test_a_daily_digest_posts_its_window_once_across_restarts_replicas_and_downtime(
-    digest_bots: DigestBots, slack: FakeSlack, bot_settings: Settings
+    digest_bots: DigestBots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     channel = slack.add_channel("eng-platform")
     alice = slack.add_user("alice", tz="Europe/Berlin")
@@ -218,7 +218,7 @@ def _backdated_subscription(settings: Settings, channel: str, user: str, *, days
 
 
 def test_a_1200_message_window_with_threads_and_429s_loses_nothing_and_links_only_real_messages(
-    digest_bots: DigestBots, slack: FakeSlack, bot_settings: Settings
+    digest_bots: DigestBots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     channel = slack.add_channel("eng")
     people = [slack.add_user(name) for name in ("alice", "bob", "carol", "dave")]
@@ -272,7 +272,7 @@ def _status(outcome: Outcome | None) -> str | None:
     return outcome.status if outcome is not None else None
 
 
-def _dm_of(slack: FakeSlack, user: str) -> str:
+def _dm_of(slack: LocalSlack, user: str) -> str:
     wait_for(lambda: any(c.kind == "im" and c.user == user for c in slack.workspace.channels.values()), timeout=60)
     return next(c.id for c in slack.workspace.channels.values() if c.kind == "im" and c.user == user)
 
@@ -281,7 +281,7 @@ def _dm_of(slack: FakeSlack, user: str) -> str:
 
 
 def test_a_personal_recap_covers_a_private_channel_only_for_its_members(
-    digest_bots: DigestBots, slack: FakeSlack, bot_settings: Settings
+    digest_bots: DigestBots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     alice, bob = slack.add_user("alice"), slack.add_user("bob")
     public = slack.add_channel("general", members=[alice, bob])
@@ -316,7 +316,7 @@ def test_a_personal_recap_covers_a_private_channel_only_for_its_members(
 
 
 def test_digest_commands_answer_clearly_and_bad_input_stores_nothing(
-    digest_bots: DigestBots, slack: FakeSlack, bot_settings: Settings
+    digest_bots: DigestBots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     channel, alice = slack.add_channel("eng"), slack.add_user("alice")
     bot = digest_bots.start()

@@ -49,9 +49,9 @@ from handlers.slack.feedback import (
     suggest_modal,
 )
 from handlers.slack.services import CONTEXT_KEY, Services
+from playground import METHODS, LocalSlack, sign
+from playground.methods import CallContext, Response, SlackError
 from tests.conftest import SIGNING_SECRET, Bots
-from tests.slackfake import METHODS, FakeSlack, sign
-from tests.slackfake.methods import CallContext, Response, SlackError
 from tests.support.feedback import click, reaction_added, thanks, view_submission, votes
 from tests.support.scenario import answered, turns, wait_for
 
@@ -61,7 +61,7 @@ _view_ids = itertools.count(1)
 
 
 @pytest.fixture()
-def views(monkeypatch: pytest.MonkeyPatch, slack: FakeSlack) -> list[dict[str, Any]]:
+def views(monkeypatch: pytest.MonkeyPatch, slack: LocalSlack) -> list[dict[str, Any]]:
     """Serve `views.open` as Slack does: the view comes back with an id, a hash and empty state."""
     opened: list[dict[str, Any]] = []
 
@@ -115,7 +115,7 @@ class Answered:
     question_ts: str
 
 
-def ask(bots: Bots, slack: FakeSlack, channel: str, user: str, question: str, *, fallback: bool = False) -> Answered:
+def ask(bots: Bots, slack: LocalSlack, channel: str, user: str, question: str, *, fallback: bool = False) -> Answered:
     """Mention Ember, wait for its answer and its turn, and make sure the answer shows feedback controls."""
     assert bots.current is not None
     data_dir = bots.current.settings.data_dir
@@ -130,7 +130,7 @@ def ask(bots: Bots, slack: FakeSlack, channel: str, user: str, question: str, *,
     return Answered(turn["id"], channel, thread_ts, reply["ts"], thread_ts)
 
 
-def _show_controls(slack: FakeSlack, channel: str, reply: dict[str, Any], question_ts: str, *, fallback: bool) -> None:
+def _show_controls(slack: LocalSlack, channel: str, reply: dict[str, Any], question_ts: str, *, fallback: bool) -> None:
     """What handlers.slack.answering attaches once it is wired: put it on the answer where it is not there yet."""
     blocks = reply.get("blocks") or []
     if fallback:
@@ -152,7 +152,7 @@ def corrections(bot: Ember) -> list[Memory]:
 
 
 def test_thumbs_down_and_a_correction_are_stored_against_the_turn_and_a_second_vote_replaces_the_first(
-    bots: Bots, slack: FakeSlack, views: list[dict[str, Any]]
+    bots: Bots, slack: LocalSlack, views: list[dict[str, Any]]
 ) -> None:
     bot = start(bots)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -215,7 +215,7 @@ def test_thumbs_down_and_a_correction_are_stored_against_the_turn_and_a_second_v
     assert votes(bot, other.turn_id) == [], "feedback went to the answer it was given on"
 
 
-def test_thumbs_reactions_on_embers_answer_count_and_other_reactions_do_not(bots: Bots, slack: FakeSlack) -> None:
+def test_thumbs_reactions_on_embers_answer_count_and_other_reactions_do_not(bots: Bots, slack: LocalSlack) -> None:
     bot = start(bots)
     channel = slack.add_channel("general")
     alice, bob, carol, dave = (slack.add_user(name) for name in ("alice", "bob", "carol", "dave"))
@@ -250,7 +250,7 @@ def test_thumbs_reactions_on_embers_answer_count_and_other_reactions_do_not(bots
 
 
 def test_plain_buttons_vote_and_a_click_on_an_answer_without_a_turn_is_told_politely(
-    bots: Bots, slack: FakeSlack, views: list[dict[str, Any]]
+    bots: Bots, slack: LocalSlack, views: list[dict[str, Any]]
 ) -> None:
     bot = start(bots)
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")
@@ -382,7 +382,7 @@ def test_a_persons_later_correction_replaces_their_earlier_one(database: Databas
 
 
 def test_a_suggested_answer_is_stored_as_a_vote_and_a_correction_without_an_embedder(
-    slack: FakeSlack, database: Database
+    slack: LocalSlack, database: Database
 ) -> None:
     """The wiring, on a Bolt app of its own: no answer needed, only a stored turn. Without day-time
     recall the correction's memory waits for its vector (Recall.open embeds it at the next start)."""

@@ -20,8 +20,8 @@ import requests
 
 from bot.settings import Settings
 from db import Database
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support import scenario
 from tests.support.planted import HELD, QUICK, TRAINED, add_feedback, planted_fact
 
@@ -50,7 +50,7 @@ class Askers:
     more than `waiting` unanswered at once, so that a busy machine's queue does not outgrow the test."""
 
     def __init__(
-        self, bots: Bots, slack: FakeSlack, channel: str, user: str, every: float = 0.25, waiting: int = 3
+        self, bots: Bots, slack: LocalSlack, channel: str, user: str, every: float = 0.25, waiting: int = 3
     ) -> None:
         self.bots, self.slack, self.channel, self.user, self.every = bots, slack, channel, user, every
         self.waiting = waiting
@@ -92,7 +92,9 @@ def wait_for_version(url: str, version: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def answered_once(slack: FakeSlack, channel: str, asked: list[tuple[str, str]], data_dir: Path) -> list[dict[str, Any]]:
+def answered_once(
+    slack: LocalSlack, channel: str, asked: list[tuple[str, str]], data_dir: Path
+) -> list[dict[str, Any]]:
     """Every question has exactly one finished answer in its thread; the stored turns, oldest first."""
     for _, ts in asked:
         scenario.answered(slack, channel, ts, timeout=120)
@@ -106,7 +108,7 @@ def answered_once(slack: FakeSlack, channel: str, asked: list[tuple[str, str]], 
 
 
 def test_a_promoted_version_and_a_rollback_reach_the_running_bot_while_questions_keep_coming(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bot = bots.start(scheduler=True, model_sync_seconds=1, train_min_examples=8)
     base = bot.engine.version

@@ -9,8 +9,8 @@ from typing import Any
 from bot.settings import Settings
 from db.repo import Conversation
 from handlers.qa.types import Question
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support.scenario import answered, turns
 
 
@@ -22,7 +22,7 @@ def prompt_for(bots: Bots, workspace: str, channel: str, user: str, text: str) -
 
 
 def mention_and_wait(
-    bots: Bots, slack: FakeSlack, channel: str, user: str, text: str, thread: str | None = None
+    bots: Bots, slack: LocalSlack, channel: str, user: str, text: str, thread: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     envelope = slack.mention(channel, user, text, thread_ts=thread)
     assert bots.client.send_event(envelope).status_code == 200
@@ -31,7 +31,7 @@ def mention_and_wait(
 
 
 def test_a_correction_in_a_public_channel_is_used_in_another_channel_before_any_fine_tuning(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     general, support = slack.add_channel("general"), slack.add_channel("it-support")
@@ -51,7 +51,7 @@ def test_a_correction_in_a_public_channel_is_used_in_another_channel_before_any_
     assert len(turns(bot_settings.data_dir, at_least=2)) == 2, "a correction is remembered, not answered"
 
 
-def test_private_talk_never_reaches_another_conversation(bots: Bots, slack: FakeSlack) -> None:
+def test_private_talk_never_reaches_another_conversation(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     alice, mallory = slack.add_user("alice"), slack.add_user("mallory")
     dm = slack.add_channel("dm-alice", kind="im", user=alice)
@@ -82,7 +82,7 @@ def test_private_talk_never_reaches_another_conversation(bots: Bots, slack: Fake
     assert "ember-guest" not in prompt_for(bots, "T9999", general, mallory, "what is the office wifi?")
 
 
-def test_remembered_facts_are_recalled_in_that_channel(bots: Bots, slack: FakeSlack) -> None:
+def test_remembered_facts_are_recalled_in_that_channel(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("deploys"), slack.add_user("alice")
     bots.client.send_form(slack.command_payload(channel, alice, "remember Deploys are frozen on Fridays"))
@@ -90,7 +90,7 @@ def test_remembered_facts_are_recalled_in_that_channel(bots: Bots, slack: FakeSl
 
 
 def test_forget_asks_first_then_leaves_no_row_and_no_embedding(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bot = bots.start()
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")

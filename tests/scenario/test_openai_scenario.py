@@ -17,8 +17,8 @@ from db.repo import Conversation
 from handlers.qa.types import Question
 from models import loading
 from models.engine import Engine
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support.cli import ember_env
 from tests.support.openai_server import OpenAIServer, serve_openai
 from tests.support.scenario import answered, turns
@@ -34,7 +34,7 @@ def server(tiny_model_dir: Path) -> Iterator[tuple[OpenAIServer, Engine]]:
 
 
 def test_a_mention_is_answered_through_an_openai_compatible_server_and_swaps_map_to_lora_loading(
-    server: tuple[OpenAIServer, Engine], bot_settings: Settings, slack: FakeSlack, tiny_model_dir: Path
+    server: tuple[OpenAIServer, Engine], bot_settings: Settings, slack: LocalSlack, tiny_model_dir: Path
 ) -> None:
     api, backing = server
     bots = Bots(

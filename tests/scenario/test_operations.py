@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import requests
 
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support.scenario import answered
 
 
@@ -20,7 +20,7 @@ def test_healthz_reports_the_model_version_and_queue_depth(bots: Bots) -> None:
     assert requests.get(f"{bot.url}/healthz", timeout=10).json()["queue_depth"] == 0
 
 
-def test_metrics_count_answers_tokens_latency_and_swaps(bots: Bots, slack: FakeSlack, tiny_model_dir) -> None:
+def test_metrics_count_answers_tokens_latency_and_swaps(bots: Bots, slack: LocalSlack, tiny_model_dir) -> None:
     bot = bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     envelope = slack.mention(channel, alice, "count me")
@@ -43,7 +43,7 @@ def test_metrics_count_answers_tokens_latency_and_swaps(bots: Bots, slack: FakeS
     assert samples["ember_tokens_per_second"] > 0
 
 
-def test_over_the_queue_depth_an_asker_hears_at_once_that_they_wait(bots: Bots, slack: FakeSlack) -> None:
+def test_over_the_queue_depth_an_asker_hears_at_once_that_they_wait(bots: Bots, slack: LocalSlack) -> None:
     bot = bots.start(max_queue=1)
     # A question already in the model's queue (it stays there until its reader finishes it).
     ahead = bot.engine.stream([{"role": "user", "content": "first in line"}], max_new_tokens=4)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from bot.settings import Settings
 from handlers.slack.feedback import FEEDBACK_ACTION, THANKS_DOWN
+from playground import LocalSlack
 from tests.conftest import Bots
 from tests.scenario.test_slack_mentions import turns
-from tests.slackfake import FakeSlack
 from tests.support.feedback import click, thanks, votes
 
 
 def test_ember_ask_acks_at_once_then_answers_in_the_channel(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -26,7 +26,7 @@ def test_ember_ask_acks_at_once_then_answers_in_the_channel(
 
 
 def test_ember_ask_falls_back_to_the_response_url_where_ember_cannot_post(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -39,7 +39,7 @@ def test_ember_ask_falls_back_to_the_response_url_where_ember_cannot_post(
     assert turn["answer_ts"] is None
 
 
-def test_ember_help_lists_the_commands_and_unknown_ones_get_the_usage(bots: Bots, slack: FakeSlack) -> None:
+def test_ember_help_lists_the_commands_and_unknown_ones_get_the_usage(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     for text in ("help", ""):
@@ -53,14 +53,14 @@ def test_ember_help_lists_the_commands_and_unknown_ones_get_the_usage(bots: Bots
     assert slack.calls_to("chat.postMessage") == []
 
 
-def test_a_command_with_a_bad_signature_gets_401(bots: Bots, slack: FakeSlack) -> None:
+def test_a_command_with_a_bad_signature_gets_401(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     response = bots.client.send_form(slack.command_payload(channel, alice, "ask hi"), bad_signature=True)
     assert response.status_code == 401
 
 
-def test_ember_status_shows_the_model_and_the_last_training_run(bots: Bots, slack: FakeSlack) -> None:
+def test_ember_status_shows_the_model_and_the_last_training_run(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     shown = bots.client.send_form(slack.command_payload(channel, alice, "status")).json()["text"]
@@ -69,7 +69,7 @@ def test_ember_status_shows_the_model_and_the_last_training_run(bots: Bots, slac
 
 
 def test_ember_ask_streams_cites_its_memories_and_carries_buttons_whose_vote_lands_on_the_turn(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bot = bots.start(stream_interval=0.0, max_new_tokens=48)
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")

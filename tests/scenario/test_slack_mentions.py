@@ -11,8 +11,8 @@ import requests
 from bot.runtime import Ember
 from bot.settings import Settings
 from models.prompt import render
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support import scenario
 from tests.support.scenario import answered, replies
 
@@ -21,7 +21,7 @@ def turns(settings: Settings, *, at_least: int = 0) -> list[dict[str, Any]]:
     return scenario.turns(settings.data_dir, at_least=at_least)
 
 
-def barrier(bots: Bots, slack: FakeSlack, channel: str, user: str) -> None:
+def barrier(bots: Bots, slack: LocalSlack, channel: str, user: str) -> None:
     """With one answer worker, once this mention is answered every earlier delivery was handled."""
     envelope = slack.mention(channel, user, "barrier question")
     assert bots.client.send_event(envelope).status_code == 200
@@ -29,7 +29,7 @@ def barrier(bots: Bots, slack: FakeSlack, channel: str, user: str) -> None:
 
 
 def test_a_mention_is_acked_before_the_model_runs_and_answered_in_a_new_thread(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bot = bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -55,7 +55,7 @@ def test_a_mention_is_acked_before_the_model_runs_and_answered_in_a_new_thread(
     assert turn["model_version"] == "tiny-llama" and turn["latency_ms"] >= 0 and turn["completion_tokens"] > 0
 
 
-def test_bad_signatures_and_stale_timestamps_get_401_and_no_answer(bots: Bots, slack: FakeSlack) -> None:
+def test_bad_signatures_and_stale_timestamps_get_401_and_no_answer(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     forged = bots.client.send_event(slack.mention(channel, alice, "forged"), bad_signature=True)
@@ -65,7 +65,7 @@ def test_bad_signatures_and_stale_timestamps_get_401_and_no_answer(bots: Bots, s
     assert len(replies(slack, channel)) == 1, "only the barrier question was answered"
 
 
-def test_a_redelivered_event_is_acked_and_not_answered_twice(bots: Bots, slack: FakeSlack) -> None:
+def test_a_redelivered_event_is_acked_and_not_answered_twice(bots: Bots, slack: LocalSlack) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     envelope = slack.mention(channel, alice, "How do I file expenses?")
@@ -78,7 +78,7 @@ def test_a_redelivered_event_is_acked_and_not_answered_twice(bots: Bots, slack: 
 
 
 def test_a_redelivery_after_a_restart_is_not_answered_twice(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -93,7 +93,7 @@ def test_a_redelivery_after_a_restart_is_not_answered_twice(
 
 
 def test_a_follow_up_after_a_restart_has_the_earlier_turns_in_context(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings, tokenizer: Any
+    bots: Bots, slack: LocalSlack, bot_settings: Settings, tokenizer: Any
 ) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -122,7 +122,7 @@ def test_a_follow_up_after_a_restart_has_the_earlier_turns_in_context(
 
 
 def test_other_peoples_replies_in_the_thread_are_context_too(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings, tokenizer: Any
+    bots: Bots, slack: LocalSlack, bot_settings: Settings, tokenizer: Any
 ) -> None:
     bots.start()
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")
@@ -140,7 +140,7 @@ def test_other_peoples_replies_in_the_thread_are_context_too(
     assert turn["prompt_tokens"] == len(render(tokenizer, expected_prompt))
 
 
-def test_a_bare_mention_gets_a_short_help_reply(bots: Bots, slack: FakeSlack, bot_settings: Settings) -> None:
+def test_a_bare_mention_gets_a_short_help_reply(bots: Bots, slack: LocalSlack, bot_settings: Settings) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     envelope = slack.mention(channel, alice, "")
@@ -151,7 +151,7 @@ def test_a_bare_mention_gets_a_short_help_reply(bots: Bots, slack: FakeSlack, bo
 
 
 def test_a_40000_character_question_is_cut_to_fit_and_the_reply_says_so(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -173,7 +173,7 @@ def test_malformed_json_gets_400_and_an_unknown_path_404(bots: Bots) -> None:
 
 
 def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
     alice = slack.add_user("alice")

@@ -6,8 +6,8 @@ from bot.settings import Settings
 from db.repo import Conversation
 from handlers.qa.types import Question
 from handlers.slack.mrkdwn import to_mrkdwn
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support.scenario import answered, turns
 
 QUESTION = "Explain our release process in detail"
@@ -22,7 +22,7 @@ def generated(bots: Bots, channel: str, user: str) -> str:
     return bot.engine.generate(messages, max_new_tokens=bot.settings.max_new_tokens).text
 
 
-def test_an_answer_streams_natively_start_appends_stop(bots: Bots, slack: FakeSlack, bot_settings: Settings) -> None:
+def test_an_answer_streams_natively_start_appends_stop(bots: Bots, slack: LocalSlack, bot_settings: Settings) -> None:
     bots.start(stream_interval=0.0, max_new_tokens=48)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     envelope = slack.mention(channel, alice, QUESTION)
@@ -44,7 +44,7 @@ def test_an_answer_streams_natively_start_appends_stop(bots: Bots, slack: FakeSl
 
 
 def test_without_native_streaming_an_answer_is_posted_then_updated(
-    bots: Bots, slack: FakeSlack, bot_settings: Settings
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start(stream_interval=0.0, max_new_tokens=48)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")

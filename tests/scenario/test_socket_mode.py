@@ -23,25 +23,25 @@ from bot.runtime import Ember
 from bot.settings import SettingsError
 from handlers.slack.feedback import FEEDBACK_ACTION
 from models.engine import Engine
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 from tests.support import scenario
 from tests.support.feedback import click, thanks, votes
 from tests.support.scenario import answered, replies, wait_for
 
-APP_TOKEN = "xapp-1-A0001-1-slackfake"
+APP_TOKEN = "xapp-1-A0001-1-playground"
 
 
 # --- the stand-in's Socket Mode endpoint, driven by slack_sdk's client ---------------------------
 
 
 @pytest.fixture()
-def web(slack: FakeSlack) -> WebClient:
+def web(slack: LocalSlack) -> WebClient:
     return WebClient(token=slack.bot_token, base_url=slack.api_url)
 
 
 @pytest.fixture()
-def client(slack: FakeSlack, web: WebClient) -> Iterator[tuple[SocketModeClient, list[dict[str, Any]]]]:
+def client(slack: LocalSlack, web: WebClient) -> Iterator[tuple[SocketModeClient, list[dict[str, Any]]]]:
     """slack_sdk's built-in Socket Mode client (Bolt's default), acking every request; yields what it got."""
     received: list[dict[str, Any]] = []
     sm = SocketModeClient(app_token=slack.app_token, web_client=web)
@@ -60,7 +60,7 @@ def client(slack: FakeSlack, web: WebClient) -> Iterator[tuple[SocketModeClient,
     sm.close()
 
 
-def test_apps_connections_open_takes_only_the_app_level_token(slack: FakeSlack, web: WebClient) -> None:
+def test_apps_connections_open_takes_only_the_app_level_token(slack: LocalSlack, web: WebClient) -> None:
     url = web.apps_connections_open(app_token=slack.app_token)["url"]
     assert url.startswith(f"ws://127.0.0.1:{slack.socket_mode.port}/link/?ticket=")
     for token, error in (("xoxb-test", "not_allowed_token_type"), ("xapp-1-A0001-1-wrong", "invalid_auth")):
@@ -80,7 +80,7 @@ def test_apps_connections_open_takes_only_the_app_level_token(slack: FakeSlack, 
 
 
 def test_the_client_gets_hello_and_every_kind_of_envelope_and_its_acks_are_recorded(
-    slack: FakeSlack, client: tuple[SocketModeClient, list[dict[str, Any]]]
+    slack: LocalSlack, client: tuple[SocketModeClient, list[dict[str, Any]]]
 ) -> None:
     sm, received = client
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -107,7 +107,7 @@ def test_the_client_gets_hello_and_every_kind_of_envelope_and_its_acks_are_recor
 
 
 def test_a_disconnect_request_makes_the_client_reconnect_on_a_fresh_url(
-    slack: FakeSlack, client: tuple[SocketModeClient, list[dict[str, Any]]]
+    slack: LocalSlack, client: tuple[SocketModeClient, list[dict[str, Any]]]
 ) -> None:
     slack.socket_mode.wait_for_connects(1)
     slack.socket_mode.disconnect()
@@ -119,7 +119,7 @@ def test_a_disconnect_request_makes_the_client_reconnect_on_a_fresh_url(
     slack.socket_mode.wait_for_ack(envelope_id)
 
 
-def test_a_url_is_good_for_one_connection_and_a_bad_handshake_is_refused(slack: FakeSlack, web: WebClient) -> None:
+def test_a_url_is_good_for_one_connection_and_a_bad_handshake_is_refused(slack: LocalSlack, web: WebClient) -> None:
     url = web.apps_connections_open(app_token=slack.app_token)["url"]
     target = url.removeprefix(f"ws://127.0.0.1:{slack.socket_mode.port}")
     upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -132,7 +132,7 @@ def test_a_url_is_good_for_one_connection_and_a_bad_handshake_is_refused(slack: 
     assert _handshake(slack, f"GET {fresh} HTTP/1.1\r\n{upgrade}\r\n").startswith("HTTP/1.1 400"), "no key"
 
 
-def _handshake(slack: FakeSlack, request: str) -> str:
+def _handshake(slack: LocalSlack, request: str) -> str:
     """Send an opening handshake; return the status line and headers (and the hello, if upgraded)."""
     with socket.create_connection(("127.0.0.1", slack.socket_mode.port), timeout=5) as sock:
         sock.sendall(request.encode())
@@ -153,14 +153,14 @@ def start_socket_mode(bots: Bots) -> Ember:
     return bots.start(slack_app_token=SecretStr(APP_TOKEN), slack_signing_secret=None)
 
 
-def mention(slack: FakeSlack, channel: str, user: str, text: str) -> tuple[dict[str, Any], str]:
+def mention(slack: LocalSlack, channel: str, user: str, text: str) -> tuple[dict[str, Any], str]:
     """Mention Ember over the socket; return the event body and the envelope id."""
     body = slack.mention(channel, user, text)
     return body, slack.socket_mode.send_event(body)
 
 
 def test_a_mention_over_the_socket_is_acked_at_once_and_answered_once_in_its_thread(
-    bots: Bots, slack: FakeSlack
+    bots: Bots, slack: LocalSlack
 ) -> None:
     bot = start_socket_mode(bots)
     assert bot.socket_handler is not None
@@ -194,7 +194,7 @@ def test_a_mention_over_the_socket_is_acked_at_once_and_answered_once_in_its_thr
     assert len(scenario.turns(bot.settings.data_dir)) == 2
 
 
-def test_http_serves_health_but_not_slack_events_in_socket_mode(bots: Bots, slack: FakeSlack) -> None:
+def test_http_serves_health_but_not_slack_events_in_socket_mode(bots: Bots, slack: LocalSlack) -> None:
     bot = start_socket_mode(bots)
     health = requests.get(f"{bot.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -204,7 +204,7 @@ def test_http_serves_health_but_not_slack_events_in_socket_mode(bots: Bots, slac
     assert requests.post(f"{bot.url}/slack/events", json=forged, timeout=10).status_code == 404
 
 
-def test_ember_commands_over_the_socket_answer_in_the_ack_and_in_the_channel(bots: Bots, slack: FakeSlack) -> None:
+def test_ember_commands_over_the_socket_answer_in_the_ack_and_in_the_channel(bots: Bots, slack: LocalSlack) -> None:
     start_socket_mode(bots)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     help_id = slack.socket_mode.send_command(slack.command_payload(channel, alice, "help"))
@@ -219,7 +219,7 @@ def test_ember_commands_over_the_socket_answer_in_the_ack_and_in_the_channel(bot
     assert post.args["text"].startswith(f"<@{alice}> asked: _How do I reset my password?_")
 
 
-def test_a_thumbs_up_over_the_socket_is_acked_and_stored(bots: Bots, slack: FakeSlack) -> None:
+def test_a_thumbs_up_over_the_socket_is_acked_and_stored(bots: Bots, slack: LocalSlack) -> None:
     bot = start_socket_mode(bots)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     body, _ = mention(slack, channel, alice, "Where is the style guide?")
@@ -232,7 +232,7 @@ def test_a_thumbs_up_over_the_socket_is_acked_and_stored(bots: Bots, slack: Fake
     assert votes(bot, turn["id"]) == [(alice, 1, "button", None)]
 
 
-def test_ember_reconnects_when_slack_recycles_the_connection(bots: Bots, slack: FakeSlack) -> None:
+def test_ember_reconnects_when_slack_recycles_the_connection(bots: Bots, slack: LocalSlack) -> None:
     start_socket_mode(bots)
     slack.socket_mode.wait_for_connects(1)
     slack.socket_mode.disconnect("refresh_requested")
@@ -245,6 +245,6 @@ def test_ember_reconnects_when_slack_recycles_the_connection(bots: Bots, slack: 
     answered(slack, channel, body["event"]["ts"])
 
 
-def test_a_wrong_app_token_stops_start_up_with_a_message_naming_slack_app_token(bots: Bots, slack: FakeSlack) -> None:
+def test_a_wrong_app_token_stops_start_up_with_a_message_naming_slack_app_token(bots: Bots, slack: LocalSlack) -> None:
     with pytest.raises(SettingsError, match="SLACK_APP_TOKEN"):
         bots.start(slack_app_token=SecretStr("xapp-1-A0001-1-revoked"), slack_signing_secret=None)

@@ -8,13 +8,13 @@ from typing import Any
 
 from bot.runtime import Ember
 from db.feedback import votes_for
-from tests.slackfake import FakeSlack
-from tests.slackfake.events import DEFAULT_VERIFICATION_TOKEN, TEAM_DOMAIN, new_trigger_id
+from playground import LocalSlack
+from playground.events import DEFAULT_VERIFICATION_TOKEN, TEAM_DOMAIN, new_trigger_id
 
 _event_ids = itertools.count(1)
 
 
-def click(slack: FakeSlack, channel: str, user: str, message_ts: str, action_id: str, *, positive: bool = True) -> Any:
+def click(slack: LocalSlack, channel: str, user: str, message_ts: str, action_id: str, *, positive: bool = True) -> Any:
     """A block_actions payload for a click on the control `action_id` shown on the message."""
     message = slack.message(channel, message_ts)
     assert message is not None
@@ -35,7 +35,7 @@ def _find_control(message: dict[str, Any], action_id: str) -> tuple[str, dict[st
     raise AssertionError(f"no {action_id} control on the message: {message.get('blocks')}")
 
 
-def view_submission(slack: FakeSlack, user: str, view: dict[str, Any], text: str) -> dict[str, Any]:
+def view_submission(slack: LocalSlack, user: str, view: dict[str, Any], text: str) -> dict[str, Any]:
     """Slack's view_submission payload for `view` with `text` typed into its input."""
     [field] = [block for block in view["blocks"] if block["type"] == "input"]
     typed = {field["element"]["action_id"]: {"type": field["element"]["type"], "value": text}}
@@ -56,7 +56,7 @@ def view_submission(slack: FakeSlack, user: str, view: dict[str, Any], text: str
 
 
 def reaction_added(
-    slack: FakeSlack, user: str, channel: str, ts: str, reaction: str, kind: str = "reaction_added"
+    slack: LocalSlack, user: str, channel: str, ts: str, reaction: str, kind: str = "reaction_added"
 ) -> dict[str, Any]:
     """The Events API envelope of `user` adding (or, with kind="reaction_removed", removing) `reaction`
     on the message at (channel, ts)."""
@@ -95,7 +95,7 @@ def reaction_added(
     }
 
 
-def thanks(slack: FakeSlack, user: str, count: int) -> list[dict[str, Any]]:
+def thanks(slack: LocalSlack, user: str, count: int) -> list[dict[str, Any]]:
     """Wait until `user` has been sent `count` ephemerals; return them (Ember sends them after committing)."""
     slack.wait_for("chat.postEphemeral", lambda call: call.args.get("user") == user, count=count)
     return [e for e in slack.ephemerals() if e["user"] == user]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.slackfake import FakeSlack
+from playground import LocalSlack
 
 BOT_ID = "BBOT"
 
@@ -25,7 +25,7 @@ def turns(data_dir: Path, *, at_least: int = 0, timeout: float = 60.0) -> list[d
         time.sleep(0.05)
 
 
-def replies(slack: FakeSlack, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+def replies(slack: LocalSlack, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
     """Ember's messages in a thread (or, without thread_ts, anywhere in the channel), oldest first."""
     return [
         dict(message)
@@ -35,7 +35,7 @@ def replies(slack: FakeSlack, channel: str, thread_ts: str | None = None) -> lis
 
 
 def answered(
-    slack: FakeSlack, channel: str, thread_ts: str, count: int = 1, timeout: float = 60.0
+    slack: LocalSlack, channel: str, thread_ts: str, count: int = 1, timeout: float = 60.0
 ) -> list[dict[str, Any]]:
     """Wait for `count` of Ember's replies in the thread whose streams have finished; return them all."""
     deadline = time.monotonic() + timeout

@@ -32,7 +32,7 @@ from handlers.qa.types import ThreadMessage
 from handlers.slack.readers import SlackHistory
 from handlers.slack.services import Services
 from models.prompt import template_supports_tools
-from tests.slackfake import FakeSlack
+from playground import LocalSlack
 from tests.support.chat_templates import QWEN2_5_INSTRUCT
 from tests.support.scripted import FakeClock, PlainEngine, ScriptedEngine, ServerCalls, call
 
@@ -305,13 +305,13 @@ def test_hermes_calls_keep_the_text_around_them_and_survive_a_cut_off_end() -> N
 
 
 @pytest.fixture()
-def other_slack() -> Iterator[FakeSlack]:
-    with FakeSlack(bot_token="xoxb-other", team_id="T0002", bot_user_id="UBOT2", bot_id="BBOT2") as fake:
+def other_slack() -> Iterator[LocalSlack]:
+    with LocalSlack(bot_token="xoxb-other", team_id="T0002", bot_user_id="UBOT2", bot_id="BBOT2") as fake:
         yield fake
 
 
 def test_read_channel_reads_only_what_the_asker_may_see(
-    qwen: PreTrainedTokenizerBase, db: Database, slack: FakeSlack, other_slack: FakeSlack
+    qwen: PreTrainedTokenizerBase, db: Database, slack: LocalSlack, other_slack: LocalSlack
 ) -> None:
     alice = slack.add_user("alice")
     asked_in = slack.add_channel("team-x", kind="private")

@@ -34,6 +34,7 @@ def loads(module: str) -> set[str]:
         ("db", {"torch", "handlers", "bot"}),
         ("db.feedback", {"torch", "handlers", "bot"}),
         ("db.search", {"torch", "handlers", "bot"}),
+        ("playground", {"torch", "transformers", "slack_bolt", "bot", "handlers", "db"}),
     ],
 )
 def test_an_import_loads_only_its_own_layer(module: str, never: set[str]) -> None:
@@ -64,6 +65,11 @@ def test_imports_run_one_way() -> None:
     assert offenders("models", ("handlers", "bot")) == []
     assert offenders("db", ("handlers", "bot", "models", "torch")) == []
     assert offenders("handlers", ("bot",)) == []
+    # The local workspace is Slack's side of the protocol: Ember's layers never reach into it (only
+    # bot/ starts it), and it knows nothing of Ember's.
+    assert offenders("playground", ("bot", "handlers", "models", "db", "torch", "slack_bolt")) == []
+    for layer in ("handlers", "models", "db"):
+        assert offenders(layer, ("playground",)) == []
 
 
 def test_the_qa_layer_has_no_slack_in_it() -> None:

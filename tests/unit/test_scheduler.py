@@ -7,12 +7,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bot.settings import Settings
+from playground import LocalSlack
 from tests.conftest import Bots
-from tests.slackfake import FakeSlack
 
 
 def test_the_scheduled_job_fires_from_its_cron_trigger_once_and_reports(
-    bots: Bots, bot_settings: Settings, slack: FakeSlack
+    bots: Bots, bot_settings: Settings, slack: LocalSlack
 ) -> None:
     reports = slack.add_channel("ember-reports")
     at = datetime.now(UTC) + timedelta(seconds=6)

@@ -15,7 +15,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from handlers.slack.mrkdwn import split_message, to_mrkdwn
 from handlers.slack.streaming import SlackStreamer, StreamingSupport, set_status, stream_answer
 from handlers.slack.writers import EMPTY_ANSWER
-from tests.slackfake import FakeSlack
+from playground import LocalSlack
 
 ANSWER = (
     "## Resetting the VPN\n\n"
@@ -48,7 +48,7 @@ class FakeClock:
 
 @dataclass
 class Thread:
-    slack: FakeSlack
+    slack: LocalSlack
     client: WebClient
     channel: str
     user: str
@@ -63,7 +63,7 @@ class Thread:
 
 
 @pytest.fixture()
-def thread(slack: FakeSlack) -> Thread:
+def thread(slack: LocalSlack) -> Thread:
     channel = slack.add_channel("general")
     user = slack.add_user("alice")
     asked = slack.mention(channel, user, "how do I reset the VPN?")
@@ -91,7 +91,7 @@ def pieces(text: str, size: int = 7) -> Iterator[str]:
 
 
 def feed(
-    s: SlackStreamer, clock: FakeClock, slack: FakeSlack, text: str, method: str, step: float = 0.25
+    s: SlackStreamer, clock: FakeClock, slack: LocalSlack, text: str, method: str, step: float = 0.25
 ) -> list[float]:
     """Append `text` in pieces, `step` seconds apart; returns the clock times at which `method` was called."""
     times = []
@@ -111,7 +111,7 @@ def assert_throttled(times: list[float], interval: float) -> None:
 # -- native streaming ------------------------------------------------------------------------
 
 
-def test_native_stream_starts_appends_and_stops(slack: FakeSlack, thread: Thread) -> None:
+def test_native_stream_starts_appends_and_stops(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock)
     append_times = feed(s, clock, slack, ANSWER, "chat.appendStream")
@@ -136,7 +136,7 @@ def test_native_stream_starts_appends_and_stops(slack: FakeSlack, thread: Thread
     assert posted.all_ts == [posted.ts]
 
 
-def test_native_final_text_that_extends_the_stream_is_appended(slack: FakeSlack, thread: Thread) -> None:
+def test_native_final_text_that_extends_the_stream_is_appended(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock)
     feed(s, clock, slack, ANSWER, "chat.appendStream")
@@ -147,7 +147,7 @@ def test_native_final_text_that_extends_the_stream_is_appended(slack: FakeSlack,
     assert not slack.calls_to("chat.update")
 
 
-def test_native_final_text_that_differs_replaces_the_stream(slack: FakeSlack, thread: Thread) -> None:
+def test_native_final_text_that_differs_replaces_the_stream(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock)
     feed(s, clock, slack, "A first draft of the answer", "chat.appendStream")
@@ -158,7 +158,7 @@ def test_native_final_text_that_differs_replaces_the_stream(slack: FakeSlack, th
     assert posted.ts == message["ts"] and posted.text == "The **real** answer"
 
 
-def test_native_long_answer_continues_in_follow_up_messages(slack: FakeSlack, thread: Thread) -> None:
+def test_native_long_answer_continues_in_follow_up_messages(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 4 for i in range(12)]
     answer = "\n\n".join(paragraphs)
@@ -178,7 +178,7 @@ def test_native_long_answer_continues_in_follow_up_messages(slack: FakeSlack, th
     assert all(t[-1].isspace() for t in texts[:-1])
 
 
-def test_native_long_code_block_is_closed_and_reopened(slack: FakeSlack, thread: Thread) -> None:
+def test_native_long_code_block_is_closed_and_reopened(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     code = "".join(f"print({i})  # step {i}\n" for i in range(40))
     answer = f"Run this:\n\n```python\n{code}```\nDone."
@@ -196,7 +196,7 @@ def test_native_long_code_block_is_closed_and_reopened(slack: FakeSlack, thread:
 # -- falling back to post-and-update -------------------------------------------------------
 
 
-def test_falls_back_to_updates_when_start_stream_is_unknown(slack: FakeSlack, thread: Thread) -> None:
+def test_falls_back_to_updates_when_start_stream_is_unknown(slack: LocalSlack, thread: Thread) -> None:
     slack.fail_next("chat.startStream", error="unknown_method", status=200, retry_after=None)
     clock = FakeClock()
     s = streamer(thread, clock)
@@ -215,7 +215,7 @@ def test_falls_back_to_updates_when_start_stream_is_unknown(slack: FakeSlack, th
     assert posted.text == to_mrkdwn(ANSWER) and posted.ts == message["ts"]
 
 
-def test_first_text_is_posted_at_once_and_updates_wait_for_the_interval(slack: FakeSlack, thread: Thread) -> None:
+def test_first_text_is_posted_at_once_and_updates_wait_for_the_interval(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, native=False, update_interval=2.0)
     s.append("  ")
@@ -234,7 +234,7 @@ def test_first_text_is_posted_at_once_and_updates_wait_for_the_interval(slack: F
     assert len(slack.calls_to("chat.update")) == 1
 
 
-def test_no_thread_means_no_native_streaming(slack: FakeSlack) -> None:
+def test_no_thread_means_no_native_streaming(slack: LocalSlack) -> None:
     user = slack.add_user("bob")
     dm = slack.add_channel("dm-bob", kind="im", user=user)
     client = WebClient(token="xoxb-test", base_url=slack.api_url)
@@ -246,7 +246,7 @@ def test_no_thread_means_no_native_streaming(slack: FakeSlack) -> None:
     assert not posted.streamed_natively
 
 
-def test_streaming_support_remembers_a_workspace_without_native_streaming(slack: FakeSlack, thread: Thread) -> None:
+def test_streaming_support_remembers_a_workspace_without_native_streaming(slack: LocalSlack, thread: Thread) -> None:
     support = StreamingSupport()
     slack.fail_next("chat.startStream", error="not_allowed", status=200, retry_after=None)
     clock = FakeClock()
@@ -259,7 +259,7 @@ def test_streaming_support_remembers_a_workspace_without_native_streaming(slack:
     assert not first.streamed_natively and not second.streamed_natively
 
 
-def test_a_per_call_start_stream_error_is_not_remembered(slack: FakeSlack, thread: Thread) -> None:
+def test_a_per_call_start_stream_error_is_not_remembered(slack: LocalSlack, thread: Thread) -> None:
     slack.fail_next("chat.startStream", error="invalid_arguments", status=200, retry_after=None)
     s = streamer(thread, FakeClock())
     s.append("hi")
@@ -267,7 +267,7 @@ def test_a_per_call_start_stream_error_is_not_remembered(slack: FakeSlack, threa
     assert s.finish().text == "hi"
 
 
-def test_long_answer_is_split_into_follow_up_messages(slack: FakeSlack, thread: Thread) -> None:
+def test_long_answer_is_split_into_follow_up_messages(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     answer = "\n\n".join(f"**Step {i}.** Do the *thing* number {i} & check it worked." for i in range(20))
     s = streamer(thread, clock, native=False, text_limit=300)
@@ -283,7 +283,7 @@ def test_long_answer_is_split_into_follow_up_messages(slack: FakeSlack, thread: 
     assert_throttled(update_times, 1.0)
 
 
-def test_messages_no_longer_needed_are_deleted(slack: FakeSlack, thread: Thread) -> None:
+def test_messages_no_longer_needed_are_deleted(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, native=False, text_limit=100)
     feed(s, clock, slack, "word " * 60, "chat.update", step=1.0)
@@ -299,7 +299,7 @@ def test_text_limit_too_small_is_refused(thread: Thread) -> None:
         streamer(thread, FakeClock(), text_limit=10)
 
 
-def test_empty_answer_still_posts_something(slack: FakeSlack, thread: Thread) -> None:
+def test_empty_answer_still_posts_something(slack: LocalSlack, thread: Thread) -> None:
     for native in (True, False):
         posted = streamer(thread, FakeClock(), native=native).finish("  ")
         assert posted.text == EMPTY_ANSWER
@@ -309,7 +309,7 @@ def test_empty_answer_still_posts_something(slack: FakeSlack, thread: Thread) ->
 # -- rate limits ---------------------------------------------------------------------------
 
 
-def test_ratelimited_update_is_retried_by_the_client(slack: FakeSlack, thread: Thread) -> None:
+def test_ratelimited_update_is_retried_by_the_client(slack: LocalSlack, thread: Thread) -> None:
     client = WebClient(
         token="xoxb-test", base_url=slack.api_url, retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)]
     )
@@ -326,7 +326,7 @@ def test_ratelimited_update_is_retried_by_the_client(slack: FakeSlack, thread: T
     assert not clock.slept  # slack_sdk waited, not the streamer
 
 
-def test_ratelimited_update_that_escapes_is_skipped(slack: FakeSlack, thread: Thread) -> None:
+def test_ratelimited_update_that_escapes_is_skipped(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, native=False)
     s.append("Hello")
@@ -345,7 +345,7 @@ def test_ratelimited_update_that_escapes_is_skipped(slack: FakeSlack, thread: Th
     assert thread.texts() == ["Hello there....!"]
 
 
-def test_ratelimited_final_update_waits_and_lands(slack: FakeSlack, thread: Thread) -> None:
+def test_ratelimited_final_update_waits_and_lands(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, native=False)
     s.append("Hello")
@@ -355,7 +355,7 @@ def test_ratelimited_final_update_waits_and_lands(slack: FakeSlack, thread: Thre
     assert thread.texts() == ["Hello, all done."] and posted.text == "Hello, all done."
 
 
-def test_ratelimited_append_keeps_the_text_for_later(slack: FakeSlack, thread: Thread) -> None:
+def test_ratelimited_append_keeps_the_text_for_later(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock)
     s.append("Hello")
@@ -374,7 +374,7 @@ def test_ratelimited_append_keeps_the_text_for_later(slack: FakeSlack, thread: T
 # -- errors ----------------------------------------------------------------------------------
 
 
-def test_fail_replaces_a_streamed_answer(slack: FakeSlack, thread: Thread) -> None:
+def test_fail_replaces_a_streamed_answer(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, text_limit=100)
     feed(s, clock, slack, "partial answer " * 20, "chat.appendStream")
@@ -386,7 +386,7 @@ def test_fail_replaces_a_streamed_answer(slack: FakeSlack, thread: Thread) -> No
         s.append("more")
 
 
-def test_fail_replaces_an_updated_answer(slack: FakeSlack, thread: Thread) -> None:
+def test_fail_replaces_an_updated_answer(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     s = streamer(thread, clock, native=False)
     feed(s, clock, slack, "partial answer", "chat.update")
@@ -394,19 +394,19 @@ def test_fail_replaces_an_updated_answer(slack: FakeSlack, thread: Thread) -> No
     assert thread.texts() == ["Sorry, the model failed."]
 
 
-def test_fail_before_anything_was_shown_posts_the_error(slack: FakeSlack, thread: Thread) -> None:
+def test_fail_before_anything_was_shown_posts_the_error(slack: LocalSlack, thread: Thread) -> None:
     streamer(thread, FakeClock()).fail("Sorry.")
     assert thread.texts() == ["Sorry."]
 
 
-def test_fail_never_raises(slack: FakeSlack, thread: Thread) -> None:
+def test_fail_never_raises(slack: LocalSlack, thread: Thread) -> None:
     s = streamer(thread, FakeClock(), native=False)
     s.append("partial")
     slack.fail_next("chat.update", error="message_not_found", status=200, retry_after=None)
     s.fail("Sorry.")  # logged, not raised
 
 
-def test_stream_answer_shows_the_error_when_generation_breaks(slack: FakeSlack, thread: Thread) -> None:
+def test_stream_answer_shows_the_error_when_generation_breaks(slack: LocalSlack, thread: Thread) -> None:
     def broken() -> Iterator[str]:
         yield "The answer is "
         raise RuntimeError("CUDA out of memory")
@@ -425,7 +425,7 @@ def test_stream_answer_shows_the_error_when_generation_breaks(slack: FakeSlack, 
     assert thread.texts() == ["Sorry, I broke."]
 
 
-def test_stream_answer_uses_final_text_and_blocks(slack: FakeSlack, thread: Thread) -> None:
+def test_stream_answer_uses_final_text_and_blocks(slack: LocalSlack, thread: Thread) -> None:
     clock = FakeClock()
     posted = stream_answer(
         thread.client,
@@ -446,13 +446,13 @@ def test_stream_answer_uses_final_text_and_blocks(slack: FakeSlack, thread: Thre
 # -- assistant status ------------------------------------------------------------------------
 
 
-def test_set_status(slack: FakeSlack, thread: Thread) -> None:
+def test_set_status(slack: LocalSlack, thread: Thread) -> None:
     set_status(thread.client, thread.channel, thread.ts, "is thinking…")
     (call,) = slack.calls_to("assistant.threads.setStatus")
     assert call.args == {"channel_id": thread.channel, "thread_ts": thread.ts, "status": "is thinking…"}
 
 
-def test_set_status_failures_do_not_raise(slack: FakeSlack, thread: Thread) -> None:
+def test_set_status_failures_do_not_raise(slack: LocalSlack, thread: Thread) -> None:
     slack.fail_next("assistant.threads.setStatus", error="not_allowed", status=200, retry_after=None)
     set_status(thread.client, thread.channel, thread.ts, "is thinking…")
     slack.fail_next("assistant.threads.setStatus", status=429, retry_after=1)

@@ -94,7 +94,7 @@ class SlackClient:
     def send_form(
         self, fields: Mapping[str, str], timestamp: int | None = None, bad_signature: bool = False
     ) -> requests.Response:
-        """POST arbitrary form fields (e.g. `FakeSlack.command_payload(...)`)."""
+        """POST arbitrary form fields (e.g. `LocalSlack.command_payload(...)`)."""
         return self._post(urlencode(fields).encode(), FORM, timestamp, bad_signature)
 
     def send_raw(

@@ -76,7 +76,7 @@ class SocketMode:
         # Polling accept keeps stop() prompt without relying on platform-specific wake-ups.
         listener.settimeout(0.05)
         self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, name="slackfake-socket-mode", daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, name="playground-socket-mode", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -111,7 +111,7 @@ class SocketMode:
     # -- what Slack sends ------------------------------------------------
 
     def send_event(self, body: Envelope, retry_attempt: int = 0, retry_reason: str = "") -> str:
-        """Deliver an `event_callback` body (as `FakeSlack.mention` builds) over the socket."""
+        """Deliver an `event_callback` body (as `LocalSlack.mention` builds) over the socket."""
         envelope = {
             "type": "events_api",
             "payload": body,
@@ -122,11 +122,11 @@ class SocketMode:
         return self.send(envelope)
 
     def send_command(self, fields: dict[str, str]) -> str:
-        """Deliver slash-command fields (as `FakeSlack.command_payload` builds); the ack may carry a response."""
+        """Deliver slash-command fields (as `LocalSlack.command_payload` builds); the ack may carry a response."""
         return self.send({"type": "slash_commands", "payload": dict(fields), "accepts_response_payload": True})
 
     def send_interaction(self, payload: dict[str, Any]) -> str:
-        """Deliver an interaction payload (as `FakeSlack.block_action` builds)."""
+        """Deliver an interaction payload (as `LocalSlack.block_action` builds)."""
         # Slack takes a response in the ack only where it would over HTTP (view submissions, suggestions).
         accepts = payload.get("type") in ("view_submission", "block_suggestion")
         return self.send({"type": "interactive", "payload": payload, "accepts_response_payload": accepts})
@@ -139,7 +139,7 @@ class SocketMode:
 
     def disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the app to reconnect, as Slack does when it recycles a connection."""
-        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "slackfake"}}
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "playground"}}
         self._wait_for_connection(10.0).send_text(json.dumps(message))
 
     # -- what the app sent -----------------------------------------------
@@ -197,7 +197,7 @@ class SocketMode:
             except OSError:
                 return
             sock.settimeout(None)
-            threading.Thread(target=self._serve, args=(sock,), name="slackfake-ws", daemon=True).start()
+            threading.Thread(target=self._serve, args=(sock,), name="playground-ws", daemon=True).start()
 
     def _ping_all(self) -> None:
         with self._changed:
@@ -253,7 +253,7 @@ class SocketMode:
         hello = {
             "type": "hello",
             "num_connections": num_connections,
-            "debug_info": {"host": "slackfake", "build_number": 1, "approximate_connection_time": 18060},
+            "debug_info": {"host": "playground", "build_number": 1, "approximate_connection_time": 18060},
             "connection_info": {"app_id": self.ws.app_id},
         }
         connection.send_text(json.dumps(hello))
@@ -362,7 +362,7 @@ class _Connection:
         self._send_frame(_TEXT, text.encode("utf-8"))
 
     def ping(self) -> None:
-        self._send_frame(_PING, b"slackfake")
+        self._send_frame(_PING, b"playground")
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame (if the handshake is done) and drop the connection."""

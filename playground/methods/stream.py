@@ -1,7 +1,7 @@
 """chat.startStream / appendStream / stopStream, Slack's streaming replies.
 
 The fake keeps the streamed text in an ordinary stored message so tests can
-read it with `FakeSlack.messages`; which messages are still open is kept
+read it with `LocalSlack.messages`; which messages are still open is kept
 in `Workspace.streaming`.
 """
 

@@ -48,7 +48,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
-    server_version = "slackfake/1.0"
+    server_version = "playground/1.0"
 
     # do_GET/do_POST: names fixed by http.server.
     def do_GET(self) -> None:
@@ -89,7 +89,7 @@ class BackgroundServer:
 
     def __init__(self, app: App) -> None:
         self._server = _Server(app)
-        self._thread = threading.Thread(target=self._serve, name="slackfake", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="playground", daemon=True)
 
     @property
     def port(self) -> int:

@@ -18,7 +18,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from tests.slackfake import FakeSlack, SlackClient, sign
+from playground import LocalSlack, SlackClient, sign
 
 TOKEN = "xoxb-test"
 SECRET = "test-signing-secret"
@@ -26,24 +26,24 @@ TS_FORMAT = re.compile(r"^\d{10}\.\d{6}$")
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(bot_token=TOKEN, team_id="T0001", bot_user_id="UBOT", bot_id="BBOT") as fake:
+def slack() -> Iterator[LocalSlack]:
+    with LocalSlack(bot_token=TOKEN, team_id="T0001", bot_user_id="UBOT", bot_id="BBOT") as fake:
         yield fake
         assert fake.server_errors == []
 
 
 @pytest.fixture
-def web(slack: FakeSlack) -> WebClient:
+def web(slack: LocalSlack) -> WebClient:
     return WebClient(token=TOKEN, base_url=slack.api_url)
 
 
 @pytest.fixture
-def ch(slack: FakeSlack) -> str:
+def ch(slack: LocalSlack) -> str:
     return slack.add_channel("general", kind="public")
 
 
 @pytest.fixture
-def alice(slack: FakeSlack) -> str:
+def alice(slack: LocalSlack) -> str:
     return slack.add_user("alice")
 
 
@@ -71,7 +71,7 @@ def test_sign_matches_slacks_published_test_vector() -> None:
 # -- Web API through slack_sdk -------------------------------------------
 
 
-def test_urls_and_auth_test(slack: FakeSlack, web: WebClient) -> None:
+def test_urls_and_auth_test(slack: LocalSlack, web: WebClient) -> None:
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", slack.base_url)
     assert slack.api_url == slack.base_url + "/api/"
     data = web.auth_test().data
@@ -81,7 +81,7 @@ def test_urls_and_auth_test(slack: FakeSlack, web: WebClient) -> None:
     assert data["url"] == slack.base_url + "/"
 
 
-def test_post_message_is_stored_as_the_bots_and_recorded(slack: FakeSlack, web: WebClient, ch: str) -> None:
+def test_post_message_is_stored_as_the_bots_and_recorded(slack: LocalSlack, web: WebClient, ch: str) -> None:
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
     before = time.monotonic()
     resp = web.chat_postMessage(channel=ch, text="hi", blocks=blocks)
@@ -95,7 +95,7 @@ def test_post_message_is_stored_as_the_bots_and_recorded(slack: FakeSlack, web: 
     assert before <= call.at <= time.monotonic() and call.ok and call.status == 200
 
 
-def test_timestamps_strictly_increase(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_timestamps_strictly_increase(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     for i in range(5):
         web.chat_postMessage(channel=ch, text=f"bot {i}")
         slack.user_message(ch, alice, f"human {i}")
@@ -105,7 +105,7 @@ def test_timestamps_strictly_increase(slack: FakeSlack, web: WebClient, ch: str,
     assert len(stamps) == 10
 
 
-def test_thread_replies_come_back_parent_first(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_thread_replies_come_back_parent_first(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     parent_ts = slack.mention(ch, alice, "question?")["event"]["ts"]
     first = web.chat_postMessage(channel=ch, text="answer 1", thread_ts=parent_ts)
     # A reply addressed to a reply lands in the parent's thread, as on Slack.
@@ -125,7 +125,7 @@ def test_thread_replies_come_back_parent_first(slack: FakeSlack, web: WebClient,
 
 
 def test_history_is_newest_first_without_replies_and_paginates(
-    slack: FakeSlack, web: WebClient, ch: str, alice: str
+    slack: LocalSlack, web: WebClient, ch: str, alice: str
 ) -> None:
     stamps = [slack.user_message(ch, alice, f"m{i}")["event"]["ts"] for i in range(3)]
     slack.user_message(ch, alice, "in thread", thread_ts=stamps[0])
@@ -142,7 +142,7 @@ def test_history_is_newest_first_without_replies_and_paginates(
     assert [m["text"] for m in window["messages"]] == ["m1"]
 
 
-def test_update_changes_only_the_bots_own_messages(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_update_changes_only_the_bots_own_messages(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     ts = web.chat_postMessage(channel=ch, text="draft")["ts"]
     updated = web.chat_update(channel=ch, ts=ts, text="final")
     assert updated["ts"] == ts and updated["text"] == "final"
@@ -157,7 +157,7 @@ def test_update_changes_only_the_bots_own_messages(slack: FakeSlack, web: WebCli
     assert err.response["error"] == "cant_update_message"
 
 
-def test_delete_ephemeral_and_permalink(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_delete_ephemeral_and_permalink(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     ts = web.chat_postMessage(channel=ch, text="gone soon")["ts"]
     link = web.chat_getPermalink(channel=ch, message_ts=ts)["permalink"]
     assert link == f"{slack.base_url}/archives/{ch}/p{ts.replace('.', '')}"
@@ -171,7 +171,7 @@ def test_delete_ephemeral_and_permalink(slack: FakeSlack, web: WebClient, ch: st
     assert (shown["user"], shown["text"], shown["via"]) == (alice, "only you", "chat.postEphemeral")
 
 
-def test_info_reactions_and_assistant_calls(slack: FakeSlack, web: WebClient, alice: str) -> None:
+def test_info_reactions_and_assistant_calls(slack: LocalSlack, web: WebClient, alice: str) -> None:
     private = slack.add_channel("secret", kind="private")
     dm = slack.add_channel("dm", kind="im", user=alice)
     assert private.startswith("G") and dm.startswith("D")
@@ -200,7 +200,7 @@ def test_info_reactions_and_assistant_calls(slack: FakeSlack, web: WebClient, al
     ]
 
 
-def test_streaming_builds_one_message(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_streaming_builds_one_message(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     parent = slack.mention(ch, alice, "stream please")["event"]["ts"]
     # slack_sdk's own ChatStream helper sends markdown_text chunks.
     streamer = web.chat_stream(channel=ch, thread_ts=parent, buffer_size=4)
@@ -220,7 +220,7 @@ def test_streaming_builds_one_message(slack: FakeSlack, web: WebClient, ch: str,
     assert err.response["error"] == "message_not_in_streaming_state"
 
 
-def test_auth_errors(slack: FakeSlack, ch: str) -> None:
+def test_auth_errors(slack: LocalSlack, ch: str) -> None:
     wrong = WebClient(token="xoxb-wrong", base_url=slack.api_url)
     assert slack_error(lambda: wrong.chat_postMessage(channel=ch, text="x")).response["error"] == "invalid_auth"
     anonymous = WebClient(base_url=slack.api_url)
@@ -229,7 +229,7 @@ def test_auth_errors(slack: FakeSlack, ch: str) -> None:
     assert [c.token for c in slack.calls] == ["xoxb-wrong", None]
 
 
-def test_unknown_method_answers_http_200(slack: FakeSlack, web: WebClient) -> None:
+def test_unknown_method_answers_http_200(slack: LocalSlack, web: WebClient) -> None:
     err = slack_error(lambda: web.api_call("chat.teleport", json={"x": 1}))
     assert err.response.status_code == 200 and err.response["error"] == "unknown_method"
     assert slack.calls_to("chat.teleport")[0].args == {"x": 1}
@@ -243,7 +243,7 @@ def test_argument_errors(web: WebClient, ch: str) -> None:
     assert err.response["error"] == "invalid_arguments"
 
 
-def test_fail_next_rate_limits_then_recovers(slack: FakeSlack, web: WebClient, ch: str) -> None:
+def test_fail_next_rate_limits_then_recovers(slack: LocalSlack, web: WebClient, ch: str) -> None:
     slack.fail_next("chat.postMessage", retry_after=3)
     err = slack_error(lambda: web.chat_postMessage(channel=ch, text="x"))
     assert err.response.status_code == 429
@@ -259,7 +259,7 @@ def test_fail_next_rate_limits_then_recovers(slack: FakeSlack, web: WebClient, c
         assert err.response.status_code == 500 and "Retry-After" not in err.response.headers
 
 
-def test_form_encoded_requests_decode_json_fields(slack: FakeSlack, ch: str) -> None:
+def test_form_encoded_requests_decode_json_fields(slack: LocalSlack, ch: str) -> None:
     blocks = [{"type": "divider"}]
     body = {"token": TOKEN, "channel": ch, "text": "[not json]", "blocks": json.dumps(blocks)}
     resp = requests.post(slack.api_url + "chat.postMessage", data=body, timeout=5)
@@ -268,7 +268,7 @@ def test_form_encoded_requests_decode_json_fields(slack: FakeSlack, ch: str) -> 
     assert call.token == TOKEN and call.args == {"channel": ch, "text": "[not json]", "blocks": blocks}
 
 
-def test_response_url_records_and_renders(slack: FakeSlack, ch: str, alice: str) -> None:
+def test_response_url_records_and_renders(slack: LocalSlack, ch: str, alice: str) -> None:
     url = slack.response_url(ch, alice)
     assert url.startswith(slack.base_url + "/response/")
     response_id = url.rsplit("/", 1)[1]
@@ -287,7 +287,7 @@ def test_response_url_records_and_renders(slack: FakeSlack, ch: str, alice: str)
     assert requests.post(slack.base_url + "/response/R404", json={"text": "x"}, timeout=5).status_code == 404
 
 
-def test_wait_for_blocks_until_the_call_arrives(slack: FakeSlack, web: WebClient, ch: str) -> None:
+def test_wait_for_blocks_until_the_call_arrives(slack: LocalSlack, web: WebClient, ch: str) -> None:
     def later() -> None:
         time.sleep(0.1)
         web.chat_postMessage(channel=ch, text="one")
@@ -306,7 +306,7 @@ def test_wait_for_blocks_until_the_call_arrives(slack: FakeSlack, web: WebClient
 # -- events the bot receives ---------------------------------------------
 
 
-def test_event_envelopes(slack: FakeSlack, ch: str, alice: str) -> None:
+def test_event_envelopes(slack: LocalSlack, ch: str, alice: str) -> None:
     env = slack.mention(ch, alice, "hello")
     event = env["event"]
     assert env["type"] == "event_callback" and env["team_id"] == "T0001" and env["api_app_id"] == "A0001"
@@ -369,7 +369,7 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
 
 
 def test_slack_client_requests_pass_slack_sdk_verification(
-    slack: FakeSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+    slack: LocalSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
 ) -> None:
     url, received = receiver
     client = SlackClient(bot_url=url, signing_secret=SECRET)
@@ -404,7 +404,7 @@ def test_slack_client_requests_pass_slack_sdk_verification(
 
 
 def test_a_slack_bolt_app_runs_against_the_fake(
-    slack: FakeSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+    slack: LocalSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
 ) -> None:
     """End to end: Bolt verifies the signature, parses our envelope, and replies through the fake."""
     from slack_bolt import App
@@ -431,7 +431,7 @@ def test_a_slack_bolt_app_runs_against_the_fake(
     ]
 
 
-def test_command_payload_and_block_action_builders(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_command_payload_and_block_action_builders(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     fields = slack.command_payload(ch, alice, "ask what?")
     assert (fields["channel_name"], fields["user_name"], fields["command"]) == ("general", "alice", "/ember")
     ts = web.chat_postMessage(channel=ch, text="rate me")["ts"]
@@ -444,7 +444,7 @@ def test_command_payload_and_block_action_builders(slack: FakeSlack, web: WebCli
 # -- membership, directories and back-dated history ----------------------
 
 
-def test_membership_decides_what_the_bot_can_read_and_post(slack: FakeSlack, web: WebClient, alice: str) -> None:
+def test_membership_decides_what_the_bot_can_read_and_post(slack: LocalSlack, web: WebClient, alice: str) -> None:
     outside = slack.add_channel("outside", members=[alice], bot_member=False)
     hidden = slack.add_channel("hidden", kind="private", members=[alice], bot_member=False)
     ts = {ch: slack.seed(ch, alice, "hello", at=time.time() - 60) for ch in (outside, hidden)}
@@ -482,7 +482,7 @@ def test_membership_decides_what_the_bot_can_read_and_post(slack: FakeSlack, web
     assert members(opened) == {"UBOT", bob} and web.conversations_info(channel=opened)["channel"]["is_member"]
 
 
-def test_a_user_token_reads_only_where_its_user_is_a_member(slack: FakeSlack, alice: str) -> None:
+def test_a_user_token_reads_only_where_its_user_is_a_member(slack: LocalSlack, alice: str) -> None:
     slack.add_token("xoxp-alice", alice)
     as_alice = WebClient(token="xoxp-alice", base_url=slack.api_url)
     mine = slack.add_channel("mine", members=[alice])
@@ -494,7 +494,7 @@ def test_a_user_token_reads_only_where_its_user_is_a_member(slack: FakeSlack, al
     assert err.response["error"] == "not_in_channel"
 
 
-def test_users_conversations_lists_memberships_page_by_page(slack: FakeSlack, web: WebClient, alice: str) -> None:
+def test_users_conversations_lists_memberships_page_by_page(slack: LocalSlack, web: WebClient, alice: str) -> None:
     general = slack.add_channel("general", members=[alice])
     random = slack.add_channel("random", members=[alice])
     eng = slack.add_channel("eng")
@@ -538,7 +538,7 @@ def test_users_conversations_lists_memberships_page_by_page(slack: FakeSlack, we
     assert err.response["error"] == "invalid_cursor"
 
 
-def test_conversations_members_paginates(slack: FakeSlack, web: WebClient) -> None:
+def test_conversations_members_paginates(slack: LocalSlack, web: WebClient) -> None:
     people = [slack.add_user(f"person{i}") for i in range(5)]
     channel = slack.add_channel("crowd", members=people)
     seen: list[str] = []
@@ -554,7 +554,7 @@ def test_conversations_members_paginates(slack: FakeSlack, web: WebClient) -> No
     assert len(web.conversations_members(channel=channel)["members"]) == 6
 
 
-def test_users_info_reports_the_time_zone(slack: FakeSlack, web: WebClient) -> None:
+def test_users_info_reports_the_time_zone(slack: LocalSlack, web: WebClient) -> None:
     berlin = web.users_info(user=slack.add_user("alice", tz="Europe/Berlin"))["user"]
     assert berlin["tz"] == "Europe/Berlin" and berlin["tz_offset"] in (3600, 7200)
     assert (
@@ -568,8 +568,8 @@ def test_users_info_reports_the_time_zone(slack: FakeSlack, web: WebClient) -> N
         slack.add_user("dave", tz="Mars/Olympus_Mons")
 
 
-def test_seeded_history_pages_back_newest_first(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
-    start = time.time() - 7 * 86400
+def test_seeded_history_pages_back_newest_first(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
+    start = float(int(time.time()) - 7 * 86400)  # whole seconds: the `oldest` bound below is exact
     # 5,000 messages a minute apart, seeded out of order; the newest 2,500 are the window.
     order = list(range(5000))
     order = order[1::2] + order[::2][::-1]
@@ -597,7 +597,7 @@ def test_seeded_history_pages_back_newest_first(slack: FakeSlack, web: WebClient
     assert TS_FORMAT.match(a) and a < b and slack.messages(ch)[:2] == [slack.message(ch, a), slack.message(ch, b)]
 
 
-def test_seeded_threads_bot_messages_and_reactions(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_seeded_threads_bot_messages_and_reactions(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     bob = slack.add_user("bob")
     now = time.time()
     parent = slack.seed(ch, alice, "old question", at=now - 5 * 86400)
@@ -630,7 +630,7 @@ def test_seeded_threads_bot_messages_and_reactions(slack: FakeSlack, web: WebCli
     assert marked["user"] == bob and marked["client_msg_id"]
 
 
-def test_react_stores_a_reaction_and_builds_its_event(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_react_stores_a_reaction_and_builds_its_event(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     ts = web.chat_postMessage(channel=ch, text="answer")["ts"]
     envelope = slack.react(ch, ts, alice, ":+1:")
     event = envelope["event"]
@@ -646,7 +646,7 @@ def test_react_stores_a_reaction_and_builds_its_event(slack: FakeSlack, web: Web
         slack.react(ch, "1.000001", alice, "+1")
 
 
-def test_permalinks_of_seeded_messages_and_replies(slack: FakeSlack, web: WebClient, ch: str, alice: str) -> None:
+def test_permalinks_of_seeded_messages_and_replies(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:
     parent = slack.seed(ch, alice, "question", at=time.time() - 100)
     reply = slack.seed(ch, alice, "answer", at=time.time() - 50, thread_ts=parent)
     link = web.chat_getPermalink(channel=ch, message_ts=parent)["permalink"]
@@ -657,7 +657,7 @@ def test_permalinks_of_seeded_messages_and_replies(slack: FakeSlack, web: WebCli
     assert err.response["error"] == "message_not_found"
 
 
-def test_rate_limited_reads_are_retried_by_slack_sdk(slack: FakeSlack, ch: str, alice: str) -> None:
+def test_rate_limited_reads_are_retried_by_slack_sdk(slack: LocalSlack, ch: str, alice: str) -> None:
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
     web = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
@@ -675,7 +675,7 @@ def test_rate_limited_reads_are_retried_by_slack_sdk(slack: FakeSlack, ch: str, 
 
 
 def test_a_message_shortcut_reaches_bolts_shortcut_listeners(
-    slack: FakeSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
+    slack: LocalSlack, ch: str, alice: str, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]
 ) -> None:
     from slack_bolt import App
     from slack_bolt.request import BoltRequest

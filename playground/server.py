@@ -1,4 +1,4 @@
-"""`FakeSlack`: the object tests hold. It owns the workspace, the HTTP server
+"""`LocalSlack`: the object tests hold. It owns the workspace, the HTTP server
 speaking the Web API, the call log and fault plan, and builds the events a
 human (or another bot) would cause.
 """
@@ -22,7 +22,7 @@ from .workspace import Channel, ChannelKind, Message, Workspace
 Envelope = dict[str, Any]
 
 
-class FakeSlack:
+class LocalSlack:
     """A local, Slack-compatible Web API plus helpers to act as Slack's users."""
 
     def __init__(
@@ -32,7 +32,7 @@ class FakeSlack:
         bot_user_id: str = "UBOT",
         bot_id: str = "BBOT",
         verification_token: str = DEFAULT_VERIFICATION_TOKEN,
-        app_token: str = "xapp-1-A0001-1-slackfake",
+        app_token: str = "xapp-1-A0001-1-playground",
     ) -> None:
         self.workspace = Workspace(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, bot_token=bot_token)
         self._log = CallLog()
@@ -47,9 +47,9 @@ class FakeSlack:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> FakeSlack:
+    def start(self) -> LocalSlack:
         if self._server is not None:
-            raise RuntimeError("FakeSlack is already running")
+            raise RuntimeError("LocalSlack is already running")
         self._server = BackgroundServer(self._dispatcher)
         self._dispatcher.base_url = f"http://127.0.0.1:{self._server.port}"
         self._server.start()
@@ -62,7 +62,7 @@ class FakeSlack:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> FakeSlack:
+    def __enter__(self) -> LocalSlack:
         return self.start()
 
     def __exit__(
@@ -73,7 +73,7 @@ class FakeSlack:
     @property
     def base_url(self) -> str:
         if not self._dispatcher.base_url:
-            raise RuntimeError("FakeSlack is not started; call start() first")
+            raise RuntimeError("LocalSlack is not started; call start() first")
         return self._dispatcher.base_url
 
     @property
