@@ -95,7 +95,9 @@ class Dispatcher:
         """Run a handler under the workspace lock, mapping errors to responses."""
         try:
             with self.ws.lock:
-                return HttpResponse(200, run())
+                response = HttpResponse(200, run())
+            self.ws.touch()  # ephemerals, streams closing and the like change what a page shows
+            return response
         except SlackError as err:
             return HttpResponse(err.status, err.body())
         except Exception:  # a fake bug must not look like a Slack answer

@@ -10,11 +10,12 @@ from .workspace import Message, ResponseUrl, Workspace
 RESPONSE_PATH = "/response/"
 
 
-def mint(ws: Workspace, base_url: str, channel: str, user: str | None = None) -> str:
-    """Create a response_url bound to `channel` (and the invoking user)."""
+def mint(ws: Workspace, base_url: str, channel: str, user: str | None = None, ephemeral_ts: str | None = None) -> str:
+    """Create a response_url bound to `channel` (and the invoking user); `ephemeral_ts` is the ephemeral
+    message clicked on, which replace_original and delete_original then act on."""
     with ws.lock:
         response_id = ws.new_id("R")
-        ws.response_urls[response_id] = ResponseUrl(channel=channel, user=user)
+        ws.response_urls[response_id] = ResponseUrl(channel=channel, user=user, ephemeral_ts=ephemeral_ts)
     return f"{base_url}{RESPONSE_PATH}{response_id}"
 
 
@@ -55,6 +56,13 @@ def _show_in_channel(ws: Workspace, target: ResponseUrl, body: dict[str, Any], c
 
 
 def _show_ephemeral(ws: Workspace, target: ResponseUrl, body: dict[str, Any], content: Message) -> None:
+    original = _original_ephemeral(ws, target)
+    if original is not None and _truthy(body.get("replace_original")):
+        # Slack swaps the clicked ephemeral's content in place.
+        for key in ("text", "blocks", "attachments"):
+            original.pop(key, None)
+        original.update(content, replace_original=True)
+        return
     ws.ephemerals.append(
         {
             "channel": target.channel,
@@ -68,7 +76,21 @@ def _show_ephemeral(ws: Workspace, target: ResponseUrl, body: dict[str, Any], co
     )
 
 
+def _original_ephemeral(ws: Workspace, target: ResponseUrl) -> Message | None:
+    if target.ephemeral_ts is None:
+        return None
+    return next(
+        (e for e in ws.ephemerals if e["ts"] == target.ephemeral_ts and e["channel"] == target.channel),
+        None,
+    )
+
+
 def _delete_original(ws: Workspace, target: ResponseUrl) -> None:
+    original = _original_ephemeral(ws, target)
+    if original is not None:
+        ws.ephemerals.remove(original)
+        target.ephemeral_ts = None
+        return
     if target.message_ts and ws.find(target.channel, target.message_ts):
         ws.delete(target.channel, target.message_ts)
     target.message_ts = None

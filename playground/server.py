@@ -88,6 +88,11 @@ class LocalSlack:
         return self.workspace.bot_token
 
     @property
+    def events(self) -> EventFactory:
+        """The builder of the envelopes and payloads Slack sends (e.g. `events.view_submission`)."""
+        return self._events
+
+    @property
     def app_token(self) -> str:
         """The app-level token (xapp-...) that apps.connections.open accepts."""
         return next(iter(self.socket_mode.app_tokens))
@@ -272,6 +277,7 @@ class LocalSlack:
             user_name=who.name,
             api_app_id=ws.app_id,
             verification_token=self._events.verification_token,
+            trigger_id=self._events.trigger(who.id),
         )
 
     def block_action(

@@ -3,45 +3,42 @@
 Slack hands an app-level token (xapp-...) a single-use WebSocket URL; on
 connect it sends `hello`, then delivers envelopes (`events_api`,
 `slash_commands`, `interactive`) that the app must acknowledge by sending back
-`{"envelope_id": ...}`. This module plays that side with a minimal RFC 6455
-server (stdlib only): the opening handshake, unfragmented text frames out,
-masked frames in, ping/pong and close. Tests push envelopes and wait for acks.
+`{"envelope_id": ...}`. This module plays that side on the `websockets`
+library's threaded server, which does the RFC 6455 work (handshake, framing,
+ping/pong, close); here are only the ticket check, `hello`, `disconnect`, and
+the envelopes and acks. Tests push envelopes and wait for acks; frames the app
+gets wrong end its connection and are kept in `errors`.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import hashlib
 import json
-import socket
-import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request
+from websockets.http11 import Response as HttpResponse
+from websockets.sync.server import Server, ServerConnection, serve
 
 from .methods import Response, SlackError
 from .workspace import Workspace
 
 CONNECT_METHOD = "apps.connections.open"
 LINK_PATH = "/link/"
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
-_TEXT, _CLOSE, _PING, _PONG, _CONTINUATION = 0x1, 0x8, 0x9, 0xA, 0x0
-_CLOSE_NORMAL, _CLOSE_PROTOCOL_ERROR = 1000, 1002
-_MAX_HANDSHAKE_BYTES = 16 * 1024
 # Slack pings its Socket Mode clients. slack_sdk's client only notices it was closed when a read
 # returns, so frequent pings also let its close() finish at once instead of after a 3 s read timeout.
 PING_INTERVAL = 0.25
+# How long a close waits for the app's answer: an app that never answers must not stall stop() for long.
+CLOSE_TIMEOUT = 1.0
 
 Envelope = dict[str, Any]
-
-
-class ProtocolError(Exception):
-    """The peer broke RFC 6455; the connection is closed with 1002."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +56,11 @@ class SocketMode:
     def __init__(self, ws: Workspace, app_tokens: set[str]) -> None:
         self.ws = ws
         self.app_tokens = app_tokens
-        self._listener: socket.socket | None = None
-        self._stopping = threading.Event()
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
         self._tickets: set[str] = set()
-        self._open: list[_Connection] = []
+        self._open: list[ServerConnection] = []
         self._connects = 0
         self._acks: list[Ack] = []
         self.errors: list[str] = []  # protocol violations by the app, for tests to surface
@@ -72,29 +68,31 @@ class SocketMode:
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        # Polling accept keeps stop() prompt without relying on platform-specific wake-ups.
-        listener.settimeout(0.05)
-        self._listener = listener
-        self._thread = threading.Thread(target=self._accept_loop, name="playground-socket-mode", daemon=True)
+        # Pings keep slack_sdk reading; no ping timeout, so a slow app is not cut off, only a broken one.
+        self._server = serve(
+            self._serve,
+            "127.0.0.1",
+            0,
+            process_request=self._check_ticket,
+            ping_interval=PING_INTERVAL,
+            ping_timeout=None,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="playground-socket-mode", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
+        """Stop accepting, close open connections (1001 going away) and wait for their handlers."""
+        if self._server is not None:
+            self._server.shutdown()
         if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._listener is not None:
-            self._listener.close()
-        with self._changed:
-            connections = list(self._open)
-        for connection in connections:
-            connection.abort()
+            self._thread.join()
 
     @property
     def port(self) -> int:
-        if self._listener is None:
+        if self._server is None:
             raise RuntimeError("Socket Mode is not started")
-        return int(self._listener.getsockname()[1])
+        return int(self._server.socket.getsockname()[1])
 
     # -- apps.connections.open ------------------------------------------
 
@@ -134,13 +132,13 @@ class SocketMode:
     def send(self, envelope: Envelope, timeout: float = 10.0) -> str:
         """Send one envelope on the newest open connection, adding an envelope_id if it has none."""
         envelope = {"envelope_id": str(uuid.uuid4()), **envelope}
-        self._wait_for_connection(timeout).send_text(json.dumps(envelope))
+        self._wait_for_connection(timeout).send(json.dumps(envelope))
         return str(envelope["envelope_id"])
 
     def disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the app to reconnect, as Slack does when it recycles a connection."""
         message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "playground"}}
-        self._wait_for_connection(10.0).send_text(json.dumps(message))
+        self._wait_for_connection(10.0).send(json.dumps(message))
 
     # -- what the app sent -----------------------------------------------
 
@@ -175,7 +173,7 @@ class SocketMode:
     def _ack(self, envelope_id: str) -> Ack | None:
         return next((a for a in self._acks if a.envelope_id == envelope_id), None)
 
-    def _wait_for_connection(self, timeout: float) -> _Connection:
+    def _wait_for_connection(self, timeout: float) -> ServerConnection:
         with self._changed:
             if not self._changed.wait_for(lambda: self._open, timeout):
                 raise AssertionError(f"no Socket Mode connection open after {timeout}s")
@@ -183,242 +181,66 @@ class SocketMode:
 
     # -- connections -----------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        next_ping = time.monotonic() + PING_INTERVAL
-        while not self._stopping.is_set():
-            if time.monotonic() >= next_ping:
-                self._ping_all()
-                next_ping = time.monotonic() + PING_INTERVAL
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(None)
-            threading.Thread(target=self._serve, args=(sock,), name="playground-ws", daemon=True).start()
-
-    def _ping_all(self) -> None:
+    def _check_ticket(self, connection: ServerConnection, request: Request) -> HttpResponse | None:
+        """Refuse (401) a URL that was not handed out or was used already; the library checks the rest (400)."""
+        target = urlsplit(request.path)
+        ticket = parse_qs(target.query).get("ticket", [""])[0]
         with self._changed:
-            connections = list(self._open)
-        for connection in connections:
-            # A failed ping means a dead connection; its reader thread sees that too and cleans up.
-            with contextlib.suppress(OSError):
-                connection.ping()
+            valid = target.path == LINK_PATH and ticket in self._tickets
+            self._tickets.discard(ticket)  # a URL is good for one connection
+        return None if valid else connection.respond(HTTPStatus.UNAUTHORIZED, "invalid or used Socket Mode URL\n")
 
-    def _serve(self, sock: socket.socket) -> None:
-        connection = _Connection(sock)
+    def _serve(self, connection: ServerConnection) -> None:
+        """One open connection: send `hello`, then record acks until the app goes away."""
         try:
-            if self._handshake(connection):
-                connection.run(self._on_text)
-        except ProtocolError as err:
-            self._record_error(f"protocol error: {err}")
-            connection.close(_CLOSE_PROTOCOL_ERROR, str(err)[:100])
-        except OSError:
-            pass  # the app dropped the connection, as slack_sdk does on close()
+            with self._changed:
+                num_connections = len(self._open) + 1
+            hello = {
+                "type": "hello",
+                "num_connections": num_connections,
+                "debug_info": {"host": "playground", "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": self.ws.app_id},
+            }
+            connection.send(json.dumps(hello))  # before anything else can be sent on it
+            with self._changed:
+                self._open.append(connection)
+                self._connects += 1
+                self._changed.notify_all()
+            for message in connection:
+                self._on_message(message)
+        except ConnectionClosed as closed:
+            # The app dropping the socket is normal (slack_sdk's close() does); a close the library
+            # sent with an error code, unanswered, means the app broke RFC 6455 (1002, 1007, 1009).
+            sent = closed.sent
+            if (
+                sent is not None
+                and closed.rcvd is None
+                and sent.code not in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+            ):
+                self._record_error(f"protocol error: {sent.code} {sent.reason}")
         finally:
             with self._changed:
                 if connection in self._open:
                     self._open.remove(connection)
                 self._changed.notify_all()
-            connection.abort()
 
-    def _handshake(self, connection: _Connection) -> bool:
-        request = connection.read_handshake()
-        key = _check_upgrade(request)
-        ticket = parse_qs(urlsplit(request.target).query).get("ticket", [""])[0]
-        with self._changed:
-            valid = urlsplit(request.target).path == LINK_PATH and ticket in self._tickets
-            self._tickets.discard(ticket)  # a URL is good for one connection
-        if key is None or not valid:
-            status = "400 Bad Request" if key is None else "401 Unauthorized"
-            connection.sock.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-            return False
-        accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-        connection.sock.sendall(
-            (
-                "HTTP/1.1 101 Switching Protocols\r\n"
-                "Upgrade: websocket\r\n"
-                "Connection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            ).encode()
-        )
-        connection.upgraded = True
-        with self._changed:
-            self._open.append(connection)
-            self._connects += 1
-            num_connections = len(self._open)
-            self._changed.notify_all()
-        hello = {
-            "type": "hello",
-            "num_connections": num_connections,
-            "debug_info": {"host": "playground", "build_number": 1, "approximate_connection_time": 18060},
-            "connection_info": {"app_id": self.ws.app_id},
-        }
-        connection.send_text(json.dumps(hello))
-        return True
-
-    def _on_text(self, text: str) -> None:
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self._record_error(f"binary message, not JSON text: {message[:200]!r}")
+            return
         try:
-            message = json.loads(text)
+            ack = json.loads(message)
         except ValueError:
-            self._record_error(f"not JSON: {text[:200]!r}")
+            self._record_error(f"not JSON: {message[:200]!r}")
             return
-        if not isinstance(message, dict) or not isinstance(message.get("envelope_id"), str):
-            self._record_error(f"not an ack: {text[:200]!r}")
+        if not isinstance(ack, dict) or not isinstance(ack.get("envelope_id"), str):
+            self._record_error(f"not an ack: {message[:200]!r}")
             return
-        payload = message.get("payload")
+        payload = ack.get("payload")
         with self._changed:
-            self._acks.append(Ack(message["envelope_id"], payload if isinstance(payload, dict) else None, time.time()))
+            self._acks.append(Ack(ack["envelope_id"], payload if isinstance(payload, dict) else None, time.time()))
             self._changed.notify_all()
 
     def _record_error(self, error: str) -> None:
         with self._changed:
             self.errors.append(error)
-
-
-@dataclass(frozen=True)
-class _Handshake:
-    verb: str
-    target: str
-    version: str
-    headers: dict[str, str]  # lower-cased names
-
-
-def _check_upgrade(request: _Handshake) -> str | None:
-    """The client's Sec-WebSocket-Key if this is a valid RFC 6455 opening handshake, else None."""
-    headers = request.headers
-    connection_tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    key = headers.get("sec-websocket-key", "")
-    try:
-        key_ok = len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
-        key_ok = False
-    valid = (
-        request.verb == "GET"
-        and request.version == "HTTP/1.1"
-        and headers.get("upgrade", "").lower() == "websocket"
-        and "upgrade" in connection_tokens
-        and headers.get("sec-websocket-version") == "13"
-        and key_ok
-    )
-    return key if valid else None
-
-
-class _Connection:
-    """One server-side WebSocket: frames in (masked) and out (unmasked)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buffer = b""
-        self._send_lock = threading.Lock()
-        self._closed = False
-        self.upgraded = False  # frames may flow only after the 101 response
-
-    def read_handshake(self) -> _Handshake:
-        while b"\r\n\r\n" not in self._buffer:
-            if len(self._buffer) > _MAX_HANDSHAKE_BYTES:
-                raise ProtocolError("handshake too long")
-            self._fill()
-        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
-        request_line, *lines = head.decode("latin-1").split("\r\n")
-        parts = request_line.split(" ")
-        if len(parts) != 3:
-            raise ProtocolError(f"bad request line {request_line!r}")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return _Handshake(parts[0], parts[1], parts[2], headers)
-
-    def run(self, on_text: Callable[[str], None]) -> None:
-        """Read frames until the peer closes: answer pings, echo closes, hand text to `on_text`."""
-        fragments: list[bytes] = []
-        while True:
-            fin, opcode, data = self._read_frame()
-            if opcode == _PING:
-                self._send_frame(_PONG, data)
-            elif opcode == _PONG:
-                continue
-            elif opcode == _CLOSE:
-                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else _CLOSE_NORMAL
-                self.close(code)
-                return
-            elif opcode in (_TEXT, _CONTINUATION):
-                if (opcode == _TEXT) == bool(fragments):
-                    raise ProtocolError("unexpected continuation frame")
-                fragments.append(data)
-                if fin:
-                    text, fragments = b"".join(fragments), []
-                    try:
-                        on_text(text.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        raise ProtocolError("text frame is not UTF-8") from None
-            else:
-                raise ProtocolError(f"unsupported opcode {opcode:#x}")
-
-    def send_text(self, text: str) -> None:
-        self._send_frame(_TEXT, text.encode("utf-8"))
-
-    def ping(self) -> None:
-        self._send_frame(_PING, b"playground")
-
-    def close(self, code: int, reason: str = "") -> None:
-        """Send a close frame (if the handshake is done) and drop the connection."""
-        if self.upgraded:
-            with contextlib.suppress(OSError):
-                self._send_frame(_CLOSE, struct.pack("!H", code) + reason.encode("utf-8"))
-        self.abort()
-
-    def abort(self) -> None:
-        with self._send_lock:
-            if self._closed:
-                return
-            self._closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-
-    def _send_frame(self, opcode: int, payload: bytes) -> None:
-        # Servers never mask (RFC 6455, section 5.1); one sendall keeps a frame whole on the wire.
-        length = len(payload)
-        if length < 126:
-            header = struct.pack("!BB", 0x80 | opcode, length)
-        elif length < 1 << 16:
-            header = struct.pack("!BBH", 0x80 | opcode, 126, length)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 127, length)
-        with self._send_lock:
-            if self._closed:
-                raise OSError("connection closed")
-            self.sock.sendall(header + payload)
-
-    def _read_frame(self) -> tuple[bool, int, bytes]:
-        first, second = self._read(2)
-        fin, opcode, masked, length = bool(first & 0x80), first & 0x0F, bool(second & 0x80), second & 0x7F
-        if first & 0x70:
-            raise ProtocolError("reserved bits set without an extension")
-        if not masked:
-            raise ProtocolError("client frames must be masked")
-        if length == 126:
-            length = struct.unpack("!H", self._read(2))[0]
-        elif length == 127:
-            length = struct.unpack("!Q", self._read(8))[0]
-        if opcode >= _CLOSE and (length > 125 or not fin):
-            raise ProtocolError("control frames must be short and unfragmented")
-        mask = self._read(4)
-        data = self._read(length)
-        return fin, opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-    def _read(self, count: int) -> bytes:
-        while len(self._buffer) < count:
-            self._fill()
-        data, self._buffer = self._buffer[:count], self._buffer[count:]
-        return data
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("peer closed the connection")
-        self._buffer += chunk

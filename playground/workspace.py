@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import itertools
 import threading
 import time
 from collections.abc import Iterable
@@ -79,6 +78,17 @@ class TsClock:
             # the +1 keeps them unique when calls land in the same microsecond.
             self._last = max(time.time_ns() // 1000, self._last + 1)
             return format_ts(self._last)
+
+    @property
+    def last(self) -> int:
+        """The newest ts minted so far, in microseconds (0 before the first)."""
+        with self._lock:
+            return self._last
+
+    def advance(self, micros: int) -> None:
+        """Never mint a ts at or before `micros` again (after restoring stored history)."""
+        with self._lock:
+            self._last = max(self._last, micros)
 
 
 @dataclass
@@ -160,6 +170,7 @@ class ResponseUrl:
     channel: str
     user: str | None
     message_ts: str | None = None
+    ephemeral_ts: str | None = None  # set when minted for a click on an ephemeral, which it may replace
 
 
 @dataclass
@@ -208,6 +219,9 @@ class Workspace:
     bot_token: str
     app_id: str = "A0001"
     team_name: str = "Ember Test"
+    # Where people open the workspace (the playground's page); auth.test's url and permalinks point
+    # there. Unset, they point at the Web API server itself.
+    web_url: str | None = None
     bot_name: str = "ember"
     lock: threading.RLock = field(default_factory=threading.RLock)
     clock: TsClock = field(default_factory=TsClock)
@@ -217,18 +231,51 @@ class Workspace:
     ephemerals: list[Message] = field(default_factory=list)
     response_urls: dict[str, ResponseUrl] = field(default_factory=dict)
     streaming: set[tuple[str, str]] = field(default_factory=set)  # (channel, ts)
+    # Open modals: user id -> their view stack, root first (views.open/push/update, playground.methods.views).
+    views: dict[str, list[Message]] = field(default_factory=dict)
+    triggers: dict[str, str] = field(default_factory=dict)  # unused trigger_id -> the user it was minted for
+    # Bumped on every change, so a page (or the store) can wait for one instead of polling contents.
+    revision: int = field(default=0, init=False)
+    _changed: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _history: dict[str, _History] = field(default_factory=dict, init=False, repr=False)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
+    _next_id: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tokens[self.bot_token] = self.bot_user_id
         bot = User(self.bot_user_id, self.bot_name, "Ember", is_bot=True, bot_id=self.bot_id)
         self.users[bot.id] = bot
 
+    # -- change notification ---------------------------------------------
+
+    def touch(self) -> None:
+        """Record that something changed; wakes everyone in `wait_for_change`."""
+        with self._changed:
+            self.revision += 1
+            self._changed.notify_all()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until `revision` moves past `seen` or `timeout` seconds pass; the revision now."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.revision != seen, timeout=timeout)
+            return self.revision
+
     # -- directory -------------------------------------------------------
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids):08d}"
+        with self.lock:
+            number, self._next_id = self._next_id, self._next_id + 1
+        return f"{prefix}{number:08d}"
+
+    @property
+    def next_id_number(self) -> int:
+        """The number `new_id` hands out next (the store saves it)."""
+        with self.lock:
+            return self._next_id
+
+    def reserve_ids(self, next_number: int) -> None:
+        """Make `new_id` start at `next_number` or later, so new ids never collide with restored ones."""
+        with self.lock:
+            self._next_id = max(self._next_id, next_number)
 
     def add_channel(
         self,
@@ -251,7 +298,8 @@ class Workspace:
             channel = Channel(self.new_id(_ID_PREFIX[kind]), name, kind, int(time.time()), user, joined)
             self.channels[channel.id] = channel
             self._history[channel.id] = _History()
-            return channel
+        self.touch()
+        return channel
 
     def add_user(self, name: str, real_name: str | None = None, is_bot: bool = False, tz: str = "UTC") -> User:
         try:
@@ -261,11 +309,13 @@ class Workspace:
         with self.lock:
             user = User(self.new_id("U"), name, real_name or name.title(), is_bot=is_bot, tz=tz)
             self.users[user.id] = user
-            return user
+        self.touch()
+        return user
 
     def join(self, channel: str, user: str) -> None:
         with self.lock:
             self.require_channel(channel).members.add(self.require_user(user).id)
+        self.touch()
 
     def leave(self, channel: str, user: str) -> None:
         with self.lock:
@@ -273,6 +323,7 @@ class Workspace:
             if ch.kind == "im":
                 raise ValueError("nobody leaves an IM on Slack")
             ch.members.discard(user)
+        self.touch()
 
     def channel(self, ref: str | None) -> Channel | None:
         """Resolve an id, a name or a "#name", as chat.postMessage accepts."""
@@ -299,6 +350,26 @@ class Workspace:
     def bot_author(self) -> Message:
         """Author fields of a message the Ember bot posts."""
         return {"user": self.bot_user_id, "bot_id": self.bot_id, "app_id": self.app_id}
+
+    # -- restoring a saved workspace (playground.store) --------------------
+
+    def restore_channel(self, channel: Channel) -> None:
+        """Put back a stored conversation (id, members and all), with an empty history."""
+        with self.lock:
+            if channel.id in self.channels:
+                raise ValueError(f"channel {channel.id} already exists")
+            self.channels[channel.id] = channel
+            self._history[channel.id] = _History()
+
+    def restore(self, channel: str, message: Message) -> None:
+        """Put back a stored message as it was saved: its ts, thread fields and reactions
+        are kept (not re-minted or recomputed); later posts get newer ts."""
+        with self.lock:
+            history = self._history[channel]
+            if message["ts"] in history.by_ts:
+                raise ValueError(f"message {message['ts']} already exists in {channel}")
+            history.add(message)
+            self.clock.advance(ts_key(message["ts"]))
 
     # -- messages --------------------------------------------------------
 
@@ -328,7 +399,8 @@ class Workspace:
                     if "user" in message:
                         reply["parent_user_id"] = message["user"]
                 self._refresh_thread(channel, ts)
-            return message
+        self.touch()
+        return message
 
     def find(self, channel: str, ts: str | None) -> Message | None:
         with self.lock:
@@ -370,7 +442,8 @@ class Workspace:
                 return False
             entry["users"].append(user)
             entry["count"] = len(entry["users"])
-            return True
+        self.touch()
+        return True
 
     def edit(self, channel: str, ts: str, changes: Message) -> tuple[Message, Message]:
         """Apply `changes` to a stored message; return (before, after) copies."""
@@ -380,7 +453,9 @@ class Workspace:
                 raise KeyError(ts)
             before = copy.deepcopy(message)
             message.update(changes)
-            return before, copy.deepcopy(message)
+            after = copy.deepcopy(message)
+        self.touch()
+        return before, after
 
     def delete(self, channel: str, ts: str) -> None:
         """Remove a message; a parent with replies leaves a tombstone like Slack."""
@@ -392,11 +467,12 @@ class Workspace:
                 message.clear()
                 message.update(_tombstone(ts, self.team_id))
                 self._refresh_thread(channel, ts)
-                return
-            self._history[channel].remove(message)
-            root = _reply_root(message)
-            if root is not None:
-                self._refresh_thread(channel, root)
+            else:
+                self._history[channel].remove(message)
+                root = _reply_root(message)
+                if root is not None:
+                    self._refresh_thread(channel, root)
+        self.touch()
 
     def _link_reply(self, channel: str, message: Message) -> None:
         root_ts = _reply_root(message)

@@ -6,7 +6,7 @@ module for its family and add it to that module's ``HANDLERS``.
 
 from __future__ import annotations
 
-from . import chat, conversations, misc, stream
+from . import chat, conversations, misc, stream, views
 from .base import CallContext, Handler, Response, SlackError
 
 METHODS: dict[str, Handler] = {
@@ -14,6 +14,7 @@ METHODS: dict[str, Handler] = {
     **stream.HANDLERS,
     **conversations.HANDLERS,
     **misc.HANDLERS,
+    **views.HANDLERS,
 }
 
 __all__ = ["METHODS", "CallContext", "Handler", "Response", "SlackError"]

@@ -54,12 +54,18 @@ def post_ephemeral(ctx: CallContext) -> Response:
 def get_permalink(ctx: CallContext) -> Response:
     channel = ctx.channel()
     message = ctx.message(channel, "message_ts")
-    link = f"{ctx.base_url}/archives/{channel.id}/p{message['ts'].replace('.', '')}"
+    base_url = (ctx.workspace.web_url or ctx.base_url).rstrip("/")
+    return {"ok": True, "channel": channel.id, "permalink": permalink(base_url, channel.id, message)}
+
+
+def permalink(base_url: str, channel: str, message: Message) -> str:
+    """The message's permalink, as chat.getPermalink answers it."""
+    link = f"{base_url}/archives/{channel}/p{message['ts'].replace('.', '')}"
     thread_ts = message.get("thread_ts")
     if thread_ts and thread_ts != message["ts"]:
         # Slack's reply permalinks carry the thread so clients open it.
-        link += f"?thread_ts={thread_ts}&cid={channel.id}"
-    return {"ok": True, "channel": channel.id, "permalink": link}
+        link += f"?thread_ts={thread_ts}&cid={channel}"
+    return link
 
 
 def _check_author(ctx: CallContext, message: Message, error: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..workspace import Message
 from .base import CallContext, Handler, Response, SlackError
 
 
@@ -12,7 +13,7 @@ def auth_test(ctx: CallContext) -> Response:
     user = ws.users[ctx.actor]
     response: Response = {
         "ok": True,
-        "url": f"{ctx.base_url}/",
+        "url": f"{(ws.web_url or ctx.base_url).rstrip('/')}/",
         "team": ws.team_name,
         "user": user.name,
         "team_id": ws.team_id,
@@ -39,23 +40,27 @@ def reactions_add(ctx: CallContext) -> Response:
 
 
 def reactions_remove(ctx: CallContext) -> Response:
-    reactions = _reactions_of(ctx)
-    name = ctx.require("name", "invalid_name").strip(":")
-    entry = next((r for r in reactions if r["name"] == name and ctx.actor in r["users"]), None)
-    if entry is None:
+    message = ctx.message(ctx.channel(), "timestamp")
+    if not remove_reaction(message, ctx.actor, ctx.require("name", "invalid_name")):
         raise SlackError("no_reaction")
-    entry["users"].remove(ctx.actor)
-    entry["count"] = len(entry["users"])
-    if not entry["users"]:
-        reactions.remove(entry)
     return {"ok": True}
 
 
-def _reactions_of(ctx: CallContext) -> list[dict[str, Any]]:
-    """The live reactions list of the addressed message (reactions take `timestamp`)."""
-    message = ctx.message(ctx.channel(), "timestamp")
-    reactions: list[dict[str, Any]] = message.setdefault("reactions", [])
-    return reactions
+def remove_reaction(message: Message, user: str, name: str) -> bool:
+    """Take `user`'s reaction :name: off a stored (live) message; False if they had not added it.
+    The caller holds the workspace lock."""
+    reactions: list[dict[str, Any]] = message.get("reactions") or []
+    name = name.strip(":")
+    entry = next((r for r in reactions if r["name"] == name and user in r["users"]), None)
+    if entry is None:
+        return False
+    entry["users"].remove(user)
+    entry["count"] = len(entry["users"])
+    if not entry["users"]:
+        reactions.remove(entry)
+    if not reactions:
+        message.pop("reactions", None)
+    return True
 
 
 def assistant_thread(ctx: CallContext) -> Response:

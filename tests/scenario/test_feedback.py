@@ -1,13 +1,12 @@
 """Feedback on answers, end to end: a real Bolt app over HTTP, the local Slack stand-in, real SQLite.
 
-Slack's payloads the stand-in has no builder for (feedback_buttons clicks, view_submission,
-reaction_added) are built here the way Slack documents them, and `views.open` is served here.
+Clicks, view_submission and reaction payloads come from the stand-in's builders (tests.support.feedback),
+and the stand-in serves `views.open`, keeping each person's open modals.
 Every wait is on something the bot does (an ephemeral, a Web API call), never on the clock.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,48 +48,10 @@ from handlers.slack.feedback import (
     suggest_modal,
 )
 from handlers.slack.services import CONTEXT_KEY, Services
-from playground import METHODS, LocalSlack, sign
-from playground.methods import CallContext, Response, SlackError
+from playground import LocalSlack, sign
 from tests.conftest import SIGNING_SECRET, Bots
 from tests.support.feedback import click, reaction_added, thanks, view_submission, votes
 from tests.support.scenario import answered, turns, wait_for
-
-# --- Slack's side, where the stand-in has no builder -------------------------------------------
-
-_view_ids = itertools.count(1)
-
-
-@pytest.fixture()
-def views(monkeypatch: pytest.MonkeyPatch, slack: LocalSlack) -> list[dict[str, Any]]:
-    """Serve `views.open` as Slack does: the view comes back with an id, a hash and empty state."""
-    opened: list[dict[str, Any]] = []
-
-    def views_open(ctx: CallContext) -> Response:
-        ctx.require("trigger_id")
-        view = ctx.require("view")
-        if not isinstance(view, dict) or view.get("type") != "modal":
-            raise SlackError("invalid_arguments", arg="view")
-        ws = ctx.workspace
-        view_id = f"V{next(_view_ids):010d}"
-        shown = {
-            **view,
-            "id": view_id,
-            "team_id": ws.team_id,
-            "state": {"values": {}},
-            "hash": f"{view_id}.hash",
-            "previous_view_id": None,
-            "root_view_id": view_id,
-            "app_id": ws.app_id,
-            "external_id": "",
-            "app_installed_team_id": ws.team_id,
-            "bot_id": ws.bot_id,
-        }
-        opened.append(shown)
-        return {"ok": True, "view": shown}
-
-    monkeypatch.setitem(METHODS, "views.open", views_open)
-    return opened
-
 
 # --- Ember's side ------------------------------------------------------------------------------
 
@@ -152,7 +113,7 @@ def corrections(bot: Ember) -> list[Memory]:
 
 
 def test_thumbs_down_and_a_correction_are_stored_against_the_turn_and_a_second_vote_replaces_the_first(
-    bots: Bots, slack: LocalSlack, views: list[dict[str, Any]]
+    bots: Bots, slack: LocalSlack
 ) -> None:
     bot = start(bots)
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
@@ -175,7 +136,7 @@ def test_thumbs_down_and_a_correction_are_stored_against_the_turn_and_a_second_v
     assert opened.args["trigger_id"] == suggest["trigger_id"]
     metadata = json.loads(opened.args["view"]["private_metadata"])
     assert metadata == {"channel": channel, "answer_ts": answer.answer_ts, "thread_ts": answer.thread_ts}
-    [view] = views
+    [view] = slack.workspace.views[alice]
     assert view["callback_id"] == SUGGEST_CALLBACK
 
     # An empty answer keeps the modal open, naming the field.
@@ -250,7 +211,7 @@ def test_thumbs_reactions_on_embers_answer_count_and_other_reactions_do_not(bots
 
 
 def test_plain_buttons_vote_and_a_click_on_an_answer_without_a_turn_is_told_politely(
-    bots: Bots, slack: LocalSlack, views: list[dict[str, Any]]
+    bots: Bots, slack: LocalSlack
 ) -> None:
     bot = start(bots)
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")
@@ -271,7 +232,7 @@ def test_plain_buttons_vote_and_a_click_on_an_answer_without_a_turn_is_told_poli
     assert (gone["text"], gone["channel"], gone["thread_ts"]) == (GONE, channel, answer.thread_ts)
     bots.client.send_interaction(click(slack, channel, bob, answer.answer_ts, SUGGEST_ACTION))
     assert thanks(slack, bob, 4)[-1]["text"] == GONE
-    assert views == [] and votes(bot, answer.turn_id) == []
+    assert slack.workspace.views == {} and votes(bot, answer.turn_id) == []
 
 
 # --- blocks and storage on their own -----------------------------------------------------------

@@ -1,98 +1,45 @@
-"""Feedback as Slack sends it, where the stand-in has no builder (feedback_buttons clicks,
-view_submission), and what Ember made of it."""
+"""Feedback as Slack sends it (clicks on feedback controls, view_submission, reactions), built with
+the stand-in's builders, and what Ember made of it."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from bot.runtime import Ember
 from db.feedback import votes_for
 from playground import LocalSlack
-from playground.events import DEFAULT_VERIFICATION_TOKEN, TEAM_DOMAIN, new_trigger_id
-
-_event_ids = itertools.count(1)
+from playground.events import element_action
 
 
 def click(slack: LocalSlack, channel: str, user: str, message_ts: str, action_id: str, *, positive: bool = True) -> Any:
-    """A block_actions payload for a click on the control `action_id` shown on the message."""
+    """A block_actions payload for a click on the control `action_id` shown on the message
+    (on feedback_buttons, its positive or negative half)."""
     message = slack.message(channel, message_ts)
     assert message is not None
-    block, element = _find_control(message, action_id)
-    if element["type"] == "feedback_buttons":
-        # Slack reports the half that was clicked: its text and value, under the element's action_id.
-        element = element["positive_button" if positive else "negative_button"] | {"type": "feedback_buttons"}
-    payload = slack.block_action(channel, user, message_ts, action_id, value=element["value"], block_id=block)
-    payload["actions"][0].update(type=element["type"], text=element["text"])
+    action = element_action(message, action_id, positive=positive)
+    assert action is not None, f"no {action_id} control on the message: {message.get('blocks')}"
+    payload = slack.block_action(channel, user, message_ts, action_id, block_id=action["block_id"])
+    payload["actions"][0].update(action)
     return payload
-
-
-def _find_control(message: dict[str, Any], action_id: str) -> tuple[str, dict[str, Any]]:
-    for block in message.get("blocks") or []:
-        for element in block.get("elements") or []:
-            if element.get("action_id") == action_id:
-                return block.get("block_id", ""), element
-    raise AssertionError(f"no {action_id} control on the message: {message.get('blocks')}")
 
 
 def view_submission(slack: LocalSlack, user: str, view: dict[str, Any], text: str) -> dict[str, Any]:
     """Slack's view_submission payload for `view` with `text` typed into its input."""
     [field] = [block for block in view["blocks"] if block["type"] == "input"]
     typed = {field["element"]["action_id"]: {"type": field["element"]["type"], "value": text}}
-    ws = slack.workspace
-    name = ws.users[user].name
-    return {
-        "type": "view_submission",
-        "team": {"id": ws.team_id, "domain": TEAM_DOMAIN},
-        "user": {"id": user, "username": name, "name": name, "team_id": ws.team_id},
-        "api_app_id": ws.app_id,
-        "token": DEFAULT_VERIFICATION_TOKEN,
-        "trigger_id": new_trigger_id(),
-        "view": view | {"state": {"values": {field["block_id"]: typed}}},
-        "response_urls": [],
-        "is_enterprise_install": False,
-        "enterprise": None,
-    }
+    return slack.events.view_submission(user, view, {field["block_id"]: typed})
 
 
 def reaction_added(
     slack: LocalSlack, user: str, channel: str, ts: str, reaction: str, kind: str = "reaction_added"
 ) -> dict[str, Any]:
     """The Events API envelope of `user` adding (or, with kind="reaction_removed", removing) `reaction`
-    on the message at (channel, ts)."""
+    on the message at (channel, ts); the stored message keeps its reactions as they are."""
     message = slack.message(channel, ts)
     assert message is not None
-    ws = slack.workspace
-    event_ts = ws.clock.next()
-    event = {
-        "type": kind,
-        "user": user,
-        "reaction": reaction,
-        "item_user": message.get("user"),
-        "item": {"type": "message", "channel": channel, "ts": ts},
-        "event_ts": event_ts,
-    }
-    return {
-        "token": DEFAULT_VERIFICATION_TOKEN,
-        "team_id": ws.team_id,
-        "context_team_id": ws.team_id,
-        "context_enterprise_id": None,
-        "api_app_id": ws.app_id,
-        "event": event,
-        "type": "event_callback",
-        "event_id": f"EvR{next(_event_ids):08d}",
-        "event_time": int(float(event_ts)),
-        "authorizations": [
-            {
-                "enterprise_id": None,
-                "team_id": ws.team_id,
-                "user_id": ws.bot_user_id,
-                "is_bot": True,
-                "is_enterprise_install": False,
-            }
-        ],
-        "is_ext_shared_channel": False,
-    }
+    ch = slack.workspace.require_channel(channel)
+    build = slack.events.reaction_removed if kind == "reaction_removed" else slack.events.reaction_added
+    return build(ch, message, user, reaction)
 
 
 def thanks(slack: LocalSlack, user: str, count: int) -> list[dict[str, Any]]:
