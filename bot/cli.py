@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from bot import logs
 from bot.settings import Settings, SettingsError, load_settings
 from db.repo import Conversation
 from handlers.qa.handler import QAHandler
@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-        )
+        logs.configure(settings.log_level)
         return int(args.func(settings, args))
     except SettingsError as exc:
         print(f"ember: configuration error:\n{exc}", file=sys.stderr)
@@ -44,8 +42,13 @@ class _UserError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ember", description="Ember, a self-hosted Slack assistant.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="serve Slack (HTTP on EMBER_HOST:EMBER_PORT, or Socket Mode)")
+    run = sub.add_parser(
+        "run",
+        help="serve Slack (HTTP on EMBER_HOST:EMBER_PORT, or Socket Mode); without SLACK_BOT_TOKEN, the playground",
+    )
     run.set_defaults(func=_run)
+    playground = sub.add_parser("playground", help="serve a local workspace in the browser, ignoring Slack settings")
+    playground.set_defaults(func=_playground)
     ask = sub.add_parser("ask", help="answer one question through the same QA path, without Slack")
     ask.add_argument("question")
     ask.set_defaults(func=_ask)
@@ -72,11 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(settings: Settings, _args: argparse.Namespace) -> int:
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     from bot.runtime import Ember
 
+    if settings.slack_bot_token is None and settings.playground:
+        return _playground(settings, args)
     settings.require_slack()
     Ember.build(settings).serve()
+    return 0
+
+
+def _playground(settings: Settings, _args: argparse.Namespace) -> int:
+    from bot.playground_run import PlaygroundEmber
+
+    PlaygroundEmber(settings).serve()
     return 0
 
 

@@ -11,7 +11,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
@@ -29,6 +29,9 @@ from handlers.slack.services import Services
 from models import loading
 from models.base import LLM
 from models.engine import Engine, EngineConfig
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,8 @@ class Ember:
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def build(cls, settings: Settings, *, engine: LLM | None = None) -> Ember:
+    def build(cls, settings: Settings, *, engine: LLM | None = None, web: WSGIApplication | None = None) -> Ember:
+        """Everything for `settings`; `web` serves the paths Ember's HTTP server does not (the playground)."""
         settings.require_slack()
         # Bad Slack credentials are found before the model spends seconds loading.
         check_slack(settings)
@@ -134,7 +138,7 @@ class Ember:
             database.close()
             raise
         try:
-            return cls._assemble(settings, database, engine, owns_engine)
+            return cls._assemble(settings, database, engine, owns_engine, web)
         except BaseException:
             if owns_engine:
                 engine.close()
@@ -142,7 +146,9 @@ class Ember:
             raise
 
     @classmethod
-    def _assemble(cls, settings: Settings, database: Database, engine: LLM, owns_engine: bool) -> Ember:
+    def _assemble(
+        cls, settings: Settings, database: Database, engine: LLM, owns_engine: bool, web: WSGIApplication | None
+    ) -> Ember:
         metrics = Metrics(queue_depth=lambda: engine.queue_depth, model_version=lambda: engine.version)
         recall = open_recall(settings, database)
         services = Services(
@@ -169,9 +175,14 @@ class Ember:
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         # In Socket Mode Slack's requests come over the socket; HTTP still serves /healthz.
         wsgi = EmberWSGI(
-            None if settings.socket_mode else bolt, secret, health=lambda: _health(engine), metrics=metrics.render
+            None if settings.socket_mode else bolt,
+            secret,
+            health=lambda: _health(engine),
+            metrics=metrics.render,
+            fallback=web,
         )
-        http = HttpServer(wsgi, host=settings.host, port=settings.port)
+        # A page holds one thread per open tab for its live updates.
+        http = HttpServer(wsgi, host=settings.host, port=settings.port, threads=8 if web is None else 24)
         socket_handler = None
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler

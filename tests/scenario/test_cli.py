@@ -24,11 +24,12 @@ def stored_turns(tmp_path: Path) -> list[tuple[str, str | None, str, int]]:
         return list(connection.execute("SELECT question, thread_ts, answer, prompt_tokens FROM turns ORDER BY id"))
 
 
-def test_run_without_slack_tokens_names_what_to_set(tmp_path: Path) -> None:
-    result = ember(tmp_path, "run")
+def test_run_without_slack_tokens_and_without_the_playground_names_what_to_set(tmp_path: Path) -> None:
+    result = ember(tmp_path, "run", EMBER_PLAYGROUND="false")
     assert result.returncode == 2
     assert "SLACK_BOT_TOKEN is not set: set it to your bot token" in result.stderr
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "unset it to try Ember in a local playground" in result.stderr
     assert "Traceback" not in result.stderr
 
 
