@@ -48,6 +48,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_context_tokens=settings.max_context_tokens,
         kv_cache_tokens=settings.kv_cache_tokens,
         max_batch_tokens=settings.max_batch_tokens,
+        stop_loops=settings.stop_loops,
     )
 
 

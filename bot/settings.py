@@ -49,6 +49,7 @@ _HINTS: dict[str, str] = {
     "EMBER_MAX_QUEUE": "how many questions may be in the model's queue before askers are told they wait (0: never)",
     "EMBER_KV_CACHE_TOKENS": "tokens of KV cache shared by all answers in flight, at least 256, e.g. 32768",
     "EMBER_MAX_BATCH_TOKENS": "tokens per batched forward step, at least 64, e.g. 2048",
+    "EMBER_STOP_LOOPS": "true (an answer that starts repeating itself ends there) or false",
     "EMBER_DIGEST_MAX_MESSAGES": "the most messages one digest reads, e.g. 5000",
     "EMBER_DIGEST_QUIET": "skip (a quiet window posts nothing) or note (one short line)",
     "EMBER_DIGEST_SYNC_SECONDS": "how often the scheduler re-reads digest subscriptions changed elsewhere, e.g. 60",
@@ -110,6 +111,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=16, ge=0, validation_alias="EMBER_MAX_QUEUE")
     kv_cache_tokens: int = Field(default=32_768, ge=256, validation_alias="EMBER_KV_CACHE_TOKENS")
     max_batch_tokens: int = Field(default=2048, ge=64, validation_alias="EMBER_MAX_BATCH_TOKENS")
+    stop_loops: bool = Field(default=True, validation_alias="EMBER_STOP_LOOPS")
     digest_max_messages: int = Field(default=5000, ge=1, validation_alias="EMBER_DIGEST_MAX_MESSAGES")
     digest_quiet: Literal["skip", "note"] = Field(default="skip", validation_alias="EMBER_DIGEST_QUIET")
     digest_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_DIGEST_SYNC_SECONDS")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from models import loading
 from models.base import Completion, FinishReason, Message, PromptInfo, SwapError, Tools, drain
+from models.loops import MIN_SPAN, hold_from, loop_start
 from models.prompt import fit, render, template_supports_tools
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class EngineConfig:
     max_context_tokens: int = 0  # 0: the model's own window
     kv_cache_tokens: int = DEFAULT_KV_CACHE_TOKENS  # paged KV cache size, shared by all requests in flight
     max_batch_tokens: int = 2048  # tokens per forward step (prefill chunks plus one per decoding request)
+    stop_loops: bool = True  # end an answer that repeats itself (models/loops.py); greedy answers that do not are kept
 
 
 class EngineClosed(RuntimeError):
@@ -293,6 +295,12 @@ class Engine:
         log.info("released model %s", version.version)
 
 
+def _common_prefix(a: str, b: str) -> int:
+    """How many leading characters two strings share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def _release_memory() -> None:
     gc.collect()
     import torch
@@ -325,6 +333,9 @@ class Stream:
         self._cancelled = threading.Event()
         self._completion: Completion | None = None
         self._iterator: Iterator[str] | None = None
+        self._stop_loops = engine.config.stop_loops
+        self._looked = 0  # tokens already checked for a loop
+        self.looped = False  # the answer was ended because it had started to repeat itself
 
     @property
     def completion(self) -> Completion:
@@ -375,6 +386,8 @@ class Stream:
             if delta:
                 yield delta
             if stopped:
+                if self.looped and not output.is_finished():
+                    self._version.cancel(self._id)  # the model would go on repeating to the token limit
                 return "stop"
             if output.is_finished():
                 tail = self._flush()
@@ -386,15 +399,31 @@ class Stream:
         """Decode what is new; hold back text that might be the start of a stop string or a split character."""
         if tokens and self._first_token is None:
             self._first_token = time.perf_counter()
+        if self._stop_loops:
+            # Outputs may bring several tokens at once: look at every end since the last look, so the
+            # first loop is found even if the model wandered off it again.
+            for end in range(max(self._looked + 1, MIN_SPAN), len(tokens) + 1):
+                cut = loop_start(tokens[:end])
+                if cut is not None:  # said once is enough: end the answer after the loop's first unit
+                    self.looped = True
+                    tokens = tokens[:cut]
+                    break
+            self._looked = len(tokens)
         self._tokens = tokens
-        self._text = str(self._version.tokenizer.decode(tokens, skip_special_tokens=True))
+        self._text = self._decode(tokens)
         for marker in self._stop:
             at = self._text.find(marker)
             if at >= 0:
                 self._text = self._text[:at]
                 return self._take(len(self._text)), True
+        if self.looped:
+            return self._take(len(self._text)), True
         safe = len(self._text)
-        if self._text.endswith("\ufffd"):
+        if self._stop_loops and (hold := hold_from(tokens)) < len(tokens):
+            # What repeats the tokens before it may be cut if it turns into a loop: not shown yet.
+            shown = self._decode(tokens[:hold])
+            safe = _common_prefix(shown, self._text)
+        if self._text[:safe].endswith("\ufffd"):
             safe -= 1
         for marker in self._stop:
             for size in range(min(len(marker) - 1, safe), 0, -1):
@@ -402,6 +431,9 @@ class Stream:
                     safe -= size
                     break
         return self._take(safe), False
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self._version.tokenizer.decode(tokens, skip_special_tokens=True))
 
     def _take(self, upto: int) -> str:
         if upto <= self._emitted:

@@ -1,5 +1,6 @@
 """A reply in Ember's thread that sets it straight ("No, the VPN host is vpn.acme.internal") is
-remembered as a correction, and recalled for the next similar question before any fine-tuning."""
+remembered as a correction: recalled for the next similar question before any fine-tuning (when
+EMBER_MEMORY is on), and trained on at night either way."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def looks_like_correction(text: str) -> bool:
 
 def take_correction(services: Services, client: WebClient, ask: SlackAsk) -> bool:
     """Store `ask` as a correction of Ember's last answer in its thread; False if it is not one."""
-    if services.recall is None or ask.reply_thread_ts is None or not looks_like_correction(ask.text):
+    # Kept whether or not day-time recall is on: the nightly training learns from it either way.
+    if ask.reply_thread_ts is None or not looks_like_correction(ask.text):
         return False
     with services.db.session() as session:
         earlier = conversation_turns(session, conversation=ask.conversation, limit=1)
@@ -47,6 +49,11 @@ def take_correction(services: Services, client: WebClient, ask: SlackAsk) -> boo
     client.chat_postMessage(
         channel=ask.channel_id,
         thread_ts=ask.reply_thread_ts,
-        text=f"Thanks <@{ask.user_id}>, I'll remember that for next time.",
+        text=f"Thanks <@{ask.user_id}>, "
+        + (
+            "I'll remember that for next time."
+            if services.recall is not None
+            else "I'll learn that in tonight's training."
+        ),
     )
     return True

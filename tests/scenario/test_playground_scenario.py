@@ -15,6 +15,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.playground_run import PlaygroundEmber
 from bot.settings import Settings, load_settings
+from models import dataset
 from tests.support.scenario import wait_for
 
 
@@ -81,6 +82,18 @@ def test_a_message_in_the_page_reaches_the_handlers_signed_and_is_answered_throu
     with sqlite3.connect(local.ember.settings.data_dir / "ember.db") as connection:
         [(question,)] = connection.execute("SELECT question FROM turns").fetchall()
     assert question == "what is the build host?"
+
+    # With day-time recall off (EMBER_MEMORY=false here), a thread correction is still kept for the night.
+    assert playground.send(ana, general, "@Ember No, the build host is ci-7.acme.internal", thread_ts=sent["ts"])["ok"]
+    wait_for(
+        lambda: any("tonight's training" in m["text"] for m in finished_replies(local, ana, general, sent["ts"])),
+        what="Ember taking the correction",
+    )
+    with local.ember.db.session() as session:
+        corrections = [e for e in dataset.build(session, system_prompt="").examples if e.source == "correction"]
+    assert [(e.question, e.completion) for e in corrections] == [
+        ("what is the build host?", "The build host is ci-7.acme.internal")
+    ]
 
     # A slash command takes the same path; its answer is the invoker's alone.
     assert playground.send(ana, general, "/ember help")["ok"]

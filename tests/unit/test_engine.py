@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 from models import loading
 from models.base import SwapError
 from models.engine import Engine, EngineConfig
+from models.loops import has_loop
 from models.prompt import render
 from tests.support.models import build_tiny_model
 
@@ -56,8 +57,18 @@ def engine(versions: list[Path]) -> Engine:
 
 
 def test_batched_greedy_answers_equal_transformers_generate_token_for_token(
-    engine: Engine, versions: list[Path], tokenizer: PreTrainedTokenizerBase
+    versions: list[Path], tokenizer: PreTrainedTokenizerBase
 ) -> None:
+    engine = Engine.load(
+        loading.ModelSource(str(versions[0]), "v0"), device="cpu", config=EngineConfig(stop_loops=False)
+    )
+    try:
+        _check_batched_greedy(engine, versions, tokenizer)
+    finally:
+        engine.close()
+
+
+def _check_batched_greedy(engine: Engine, versions: list[Path], tokenizer: PreTrainedTokenizerBase) -> None:
     questions = prompts(16)
     with ThreadPoolExecutor(16) as pool:
         completions = list(pool.map(lambda q: engine.generate(q, max_new_tokens=24), questions))
@@ -66,6 +77,40 @@ def test_batched_greedy_answers_equal_transformers_generate_token_for_token(
         assert completion.model_version == "v0"
     lengths = {completion.prompt_tokens for completion in completions}
     assert max(lengths) > 5 * min(lengths), "the prompts really are of mixed lengths"
+
+
+@pytest.fixture(scope="module")
+def loopy_model(tmp_path_factory: pytest.TempPathFactory, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """A tiny model whose greedy answers mostly fall into loops (20 of these 24 questions), like a small
+    real model's; the others do not."""
+    return build_tiny_model(tmp_path_factory.mktemp("loopy") / "m", tokenizer, initializer_range=0.18)
+
+
+def test_a_looping_answer_ends_after_its_first_repeat_and_other_greedy_answers_are_unchanged(
+    loopy_model: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    questions = prompts(24)
+    engine = Engine.load(loading.ModelSource(str(loopy_model), "loopy"), device="cpu")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            streams = list(pool.map(lambda q: engine.stream(q, max_new_tokens=64), questions))
+            streamed = list(pool.map(lambda s: "".join(s), streams))
+    finally:
+        engine.close()
+    unchanged = cut = 0
+    for question, stream, text in zip(questions, streams, streamed, strict=True):
+        reference = reference_greedy(loopy_model, tokenizer, question, 64)
+        tokens = list(stream.completion.token_ids)
+        if not has_loop(reference):
+            assert tokens == reference and not stream.looped
+            unchanged += 1
+        else:
+            assert stream.looped and tokens == reference[: len(tokens)] and len(tokens) < len(reference)
+            assert not has_loop(tokens), "the answer keeps the loop's first occurrence only"
+            cut += 1
+        # What was streamed is the answer: nothing shown was taken back when a loop was cut.
+        assert text.strip() == stream.completion.text
+    assert unchanged and cut, (unchanged, cut)
 
 
 def test_a_stream_yields_deltas_that_add_up_to_the_answer(engine: Engine) -> None:
