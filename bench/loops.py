@@ -5,9 +5,11 @@
 
 Both passes run the packaged SmolLM2-135M through Ember's engine, greedy, with the bot's system prompt
 and answer length (EMBER_MAX_NEW_TOKENS' default), all questions submitted at once as the bot's
-workers would. A loop is the same unit of 3+ tokens three times in a row, or a one- or two-token word
-nine times (models/loops.py). "unchanged" counts the answers that do not loop with the stop off and
-come out token-for-token the same with it on.
+workers would. A loop, as counted here, is the same unit of 3+ tokens three times in a row, or a one-
+or two-token unit nine times (models/loops.py), letters or not; the engine itself leaves repeats
+without a letter alone (a long number, a table rule), so those can remain in the "on" row.
+"unchanged" counts the answers that do not loop with the stop off and come out token-for-token the
+same with it on.
 """
 
 from __future__ import annotations

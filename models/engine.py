@@ -403,7 +403,7 @@ class Stream:
             # Outputs may bring several tokens at once: look at every end since the last look, so the
             # first loop is found even if the model wandered off it again.
             for end in range(max(self._looked + 1, MIN_SPAN), len(tokens) + 1):
-                cut = loop_start(tokens[:end])
+                cut = loop_start(tokens[:end], wordy=self._wordy)
                 if cut is not None:  # said once is enough: end the answer after the loop's first unit
                     self.looped = True
                     tokens = tokens[:cut]
@@ -431,6 +431,10 @@ class Stream:
                     safe -= size
                     break
         return self._take(safe), False
+
+    def _wordy(self, unit: Sequence[int]) -> bool:
+        """Whether a repeated unit holds a word: "0" or "|---" repeated is a number or a table, not a loop."""
+        return any(ch.isalpha() for ch in self._decode(list(unit)))
 
     def _decode(self, tokens: list[int]) -> str:
         return str(self._version.tokenizer.decode(tokens, skip_special_tokens=True))

@@ -5,6 +5,7 @@ import importlib.util
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,16 +98,20 @@ def test_a_looping_answer_ends_after_its_first_repeat_and_other_greedy_answers_a
             streamed = list(pool.map(lambda s: "".join(s), streams))
     finally:
         engine.close()
+
+    def wordy(unit: Sequence[int]) -> bool:  # what the engine counts as words (digits and rules are not)
+        return any(ch.isalpha() for ch in tokenizer.decode(list(unit), skip_special_tokens=True))
+
     unchanged = cut = 0
     for question, stream, text in zip(questions, streams, streamed, strict=True):
         reference = reference_greedy(loopy_model, tokenizer, question, 64)
         tokens = list(stream.completion.token_ids)
-        if not has_loop(reference):
+        if not has_loop(reference, wordy=wordy):
             assert tokens == reference and not stream.looped
             unchanged += 1
         else:
             assert stream.looped and tokens == reference[: len(tokens)] and len(tokens) < len(reference)
-            assert not has_loop(tokens), "the answer keeps the loop's first occurrence only"
+            assert not has_loop(tokens, wordy=wordy), "the answer keeps the loop's first occurrence only"
             cut += 1
         # What was streamed is the answer: nothing shown was taken back when a loop was cut.
         assert text.strip() == stream.completion.text

@@ -27,3 +27,11 @@ def test_ordinary_repetition_is_not_a_loop() -> None:
     assert not has_loop([9, 9, 9, 1, 2])  # a short run of one token
     assert not has_loop(list(range(200)))
     assert loop_start([]) is None
+
+
+def test_a_repeat_without_words_is_not_a_loop_when_the_caller_says_what_words_are() -> None:
+    digits = {0}  # say token 0 is "0": a long number, not a loop
+    zeros = [2] + [0] * 12
+    assert loop_start(zeros) is not None
+    assert loop_start(zeros, wordy=lambda unit: not set(unit) <= digits) is None
+    assert loop_start([2] + [5] * 12, wordy=lambda unit: not set(unit) <= digits) == 2
