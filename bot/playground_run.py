@@ -67,6 +67,7 @@ class TrainingJob:
     result: str | None = None
     started_at: str | None = None
     _thread: threading.Thread | None = None
+    _process: subprocess.Popen[str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -94,6 +95,7 @@ class TrainingJob:
             text=True,
             bufsize=1,
         )
+        self._process = process
         assert process.stdout is not None
         last = ""
         for chunk in process.stdout:
@@ -129,6 +131,18 @@ class TrainingJob:
     def wait(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """End a run still going (the playground is closing); the training job's own record says so,
+        and the version being served is untouched."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.wait(timeout=30)
 
 
 def _run_summary(status: str, candidate: str | None, examples: int) -> str:
@@ -242,7 +256,7 @@ class PlaygroundEmber:
 
     def stop(self) -> None:
         if self.training is not None:
-            self.training.wait(timeout=0)
+            self.training.stop()
         if self.web is not None:
             self.web.close()
         if self.ember is not None:
