@@ -853,7 +853,8 @@ function renderModal() {
     shownModal = null;
     return;
   }
-  const json = JSON.stringify(top.view);
+  // The view's `state` (what was typed, stored with a refused submission) is not a reason to redraw.
+  const json = JSON.stringify({ ...top.view, state: undefined });
   if (shownModal && shownModal.id === top.id && shownModal.json === json) return;
   const old = root.querySelector(".modal");
   const typed = old && shownModal && shownModal.id === top.id ? modalValues(old) : null;
@@ -894,34 +895,47 @@ function renderModal() {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submit?.click();
   });
   root.replaceChildren(h("div", { class: "modal-backdrop" }, modal));
+  if (modalErrors && modalErrors.viewId === top.id) showModalErrors(modal, modalErrors.result);
   const first = $(".input-control", modal);
   (first || submit || close).focus();
+}
+
+/** A refused submission's errors, kept so that a redraw of the same modal shows them again. */
+let modalErrors = null;
+
+function showModalErrors(modal, result) {
+  const errors = result.errors || {};
+  let placed = false;
+  for (const [blockId, message] of Object.entries(errors)) {
+    const slot = modal.querySelector(`.input-block[data-block-id="${CSS.escape(blockId)}"] .input-error`);
+    if (slot) {
+      slot.textContent = message;
+      slot.hidden = false;
+      placed = true;
+    }
+  }
+  if (!placed) {
+    const general = $(".modal-error", modal);
+    general.textContent = Object.values(errors).join(" ") || errorText(result);
+    general.hidden = false;
+  }
 }
 
 async function submitModal(viewId, modal, button) {
   $$(".input-error", modal).forEach((e) => (e.hidden = true));
   const general = $(".modal-error", modal);
   general.hidden = true;
+  modalErrors = null;
   button.disabled = true;
   try {
     const result = await apiPost("submit", { user: state.me, view_id: viewId, values: modalValues(modal) });
     if (result && result.ok === false) {
-      const errors = result.errors || {};
-      let placed = false;
-      for (const [blockId, message] of Object.entries(errors)) {
-        const slot = modal.querySelector(`.input-block[data-block-id="${CSS.escape(blockId)}"] .input-error`);
-        if (slot) {
-          slot.textContent = message;
-          slot.hidden = false;
-          placed = true;
-        }
-      }
-      if (!placed) {
-        general.textContent = Object.values(errors).join(" ") || errorText(result);
-        general.hidden = false;
-      }
+      modalErrors = { viewId, result };
+      // The modal may have been redrawn while the submission was out: show them on the one there now.
+      showModalErrors($("#modal-root .modal") || modal, result);
     }
   } catch (err) {
+    modalErrors = { viewId, result: { errors: {}, ...(err.body || {}) } };
     general.textContent = errorText(err.body);
     general.hidden = false;
   } finally {
