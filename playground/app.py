@@ -1,4 +1,4 @@
-"""`Playground`: the people of a local Slack workspace, what they do, and its delivery to Ember.
+"""`Playground`: the people of a local Slack workspace and what they do (delivery: playground.delivery).
 
 A page (playground.web) shows one person's view of the workspace and turns their typing and
 clicks into calls here. Each becomes what Slack would send the app: Events API envelopes, signed and
@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import queue
 import re
 import secrets
 import string
-import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ import requests
 
 from . import response_urls
 from .client import SlackClient
+from .delivery import TIMEOUT, Delivery, Job
 from .events import element_action
 from .methods import SlackError
 from .methods.chat import permalink
@@ -44,10 +42,6 @@ STORE_FILE = "playground.db"
 TEAM_NAME = "Ember Playground"
 # Slack refuses longer messages (msg_too_long).
 MAX_MESSAGE_CHARS = 40_000
-# Slack gives an app 3 s to answer; a slow CPU box gets more.
-TIMEOUT = 10.0
-# Waits before each redelivery of an event the app did not take (Slack retries three times).
-RETRY_DELAYS = (0.5, 2.0, 5.0)
 COMMANDS = ("/ember",)
 SLACKBOT = {"id": "USLACKBOT", "name": "slackbot", "real_name": "Slackbot", "is_bot": True}
 PEOPLE = (("ana", "Ana Lima"), ("ben", "Ben Okafor"), ("cleo", "Cleo Park"))
@@ -91,7 +85,7 @@ class Playground:
         self.ws.team_name = TEAM_NAME
         self._store: WorkspaceStore | None = None
         self._autosave: Autosave | None = None
-        self._delivery: _Delivery | None = None
+        self._delivery: Delivery | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -114,7 +108,7 @@ class Playground:
             self._store.save(self.ws)
             self._autosave = Autosave(ws=self.ws, store=self._store)
         self.slack.start()
-        self._delivery = _Delivery(self)
+        self._delivery = Delivery(lambda: self.events_url, self.signing_secret)
         return self
 
     def stop(self) -> None:
@@ -505,7 +499,7 @@ class Playground:
         if self._delivery is None:
             log.warning("the playground is not running; dropped a %s", kind)
             return
-        self._delivery.put(_Job(kind, payload))
+        self._delivery.put(Job(kind, payload))
 
     def _interact(self, send: Callable[[SlackClient], requests.Response]) -> requests.Response | Result:
         """Send one command or interaction now; the app's answer, or what went wrong as a result."""
@@ -658,78 +652,3 @@ def _answer_body(answer: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {"text": answer.text}
     return parsed if isinstance(parsed, dict) else {}
-
-
-@dataclass(frozen=True)
-class _Job:
-    kind: str  # "event" (retried like Slack) or "interaction" (sent once)
-    payload: dict[str, Any]
-
-
-class _Delivery:
-    """Delivers events to the app from one background thread, in order, retrying like Slack:
-    up to three redeliveries, marked with X-Slack-Retry-Num/-Reason, after a non-2xx answer,
-    a timeout or a failed connection."""
-
-    def __init__(self, playground: Playground) -> None:
-        self._playground = playground
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._stopping = threading.Event()
-        self._session = requests.Session()
-        self._thread = threading.Thread(target=self._run, name="playground-delivery", daemon=True)
-        self._thread.start()
-
-    def put(self, job: _Job) -> None:
-        self._jobs.put(job)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._jobs.put(None)
-        self._thread.join(timeout=TIMEOUT + 1)
-        self._session.close()
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self._stopping.is_set():
-                return
-            try:
-                self._deliver(job)
-            except Exception:
-                log.exception("delivering a %s to Ember failed", job.kind)
-
-    def _deliver(self, job: _Job) -> None:
-        playground = self._playground
-        url = playground.events_url
-        what = _describe(job)
-        if not url:
-            log.warning("Ember is not connected to the playground; dropped %s", what)
-            return
-        client = SlackClient(url, playground.signing_secret, timeout=TIMEOUT, session=self._session)
-        attempts = len(RETRY_DELAYS) + 1 if job.kind == "event" else 1
-        reason = ""
-        for attempt in range(attempts):
-            if attempt and self._stopping.wait(RETRY_DELAYS[attempt - 1]):
-                return
-            try:
-                if job.kind == "event":
-                    retry = attempt or None
-                    answer = client.send_event(job.payload, retry_num=retry, retry_reason=reason or "http_timeout")
-                else:
-                    answer = client.send_interaction(job.payload)
-            except requests.Timeout:
-                reason = "http_timeout"
-            except requests.RequestException:
-                reason = "connection_failed"
-            else:
-                if 200 <= answer.status_code < 300:
-                    return
-                reason = "http_error"
-            log.warning("delivering %s to %s failed (%s, attempt %d of %d)", what, url, reason, attempt + 1, attempts)
-        log.error("gave up delivering %s to %s", what, url)
-
-
-def _describe(job: _Job) -> str:
-    if job.kind == "event":
-        return f"event {job.payload.get('event_id')} ({job.payload.get('event', {}).get('type')})"
-    return f"interaction {job.payload.get('type')}"
