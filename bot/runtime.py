@@ -107,6 +107,10 @@ def build_qa(
     )
 
 
+# Bolt's listener threads; each holds a request only for a listener's quick part.
+LISTENER_THREADS = 16
+
+
 @dataclass
 class Ember:
     settings: Settings
@@ -114,7 +118,7 @@ class Ember:
     engine: LLM
     services: Services
     http: HttpServer
-    executor: ThreadPoolExecutor
+    executor: ThreadPoolExecutor  # answers (EMBER_WORKERS at once)
     metrics: Metrics
     bolt: App
     socket_handler: Any = None
@@ -123,6 +127,8 @@ class Ember:
     digest_jobs: DigestJobs | None = None
     # The last training run the learning report posted, so a night without a run of its own posts nothing.
     reported_run: int | None = None
+    # Bolt's listeners: short work only (acks, votes, modals); answers move on to `executor`.
+    listeners: ThreadPoolExecutor | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -160,7 +166,11 @@ class Ember:
             stream_interval=settings.stream_interval,
         )
         executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
-        bolt = build_bolt_app(settings, services, executor=executor)
+        services.background = executor.submit
+        # A button click must be acked within 3 s, from a free listener thread: answers, which take
+        # minutes, never hold these (handlers.slack.answering hands them to `executor`).
+        listeners = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="ember-listener")
+        bolt = build_bolt_app(settings, services, executor=listeners)
         # Digests read and post with the app's own client (its retry handlers honour 429 Retry-After).
         services.digests = DigestRunner(
             db=database,
@@ -190,7 +200,19 @@ class Ember:
 
             assert settings.slack_app_token is not None
             socket_handler = SocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
-        return cls(settings, database, engine, services, http, executor, metrics, bolt, socket_handler, owns_engine)
+        return cls(
+            settings,
+            database,
+            engine,
+            services,
+            http,
+            executor,
+            metrics,
+            bolt,
+            socket_handler,
+            owns_engine,
+            listeners=listeners,
+        )
 
     @property
     def url(self) -> str:
@@ -278,6 +300,8 @@ class Ember:
         if self.socket_handler is not None:
             _close_socket_mode(self.socket_handler)
         self.http.stop()
+        if self.listeners is not None:
+            self.listeners.shutdown(wait=True)
         # Questions already taken on are answered before the model goes away.
         self.executor.shutdown(wait=True)
         if self.owns_engine:

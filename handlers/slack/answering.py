@@ -2,9 +2,10 @@
 
 Mentions, DMs and `/ember ask` all come here with a `SlackAsk` and a `ReplyTarget`, so every
 answer streams, cites the memories it drew on, carries feedback buttons whose vote finds its turn,
-and shows the agent's tool steps as the thread's status. It runs off the ack path (Bolt acks first,
-then calls the listener in its executor), claims the Slack event so a redelivery never answers
-twice, and tells the asker when something broke.
+and shows the agent's tool steps as the thread's status. It runs off the ack path: the listener
+claims the Slack event (so a redelivery never answers twice) and hands the answer to the bot's
+answer pool, so Bolt's listener threads stay free to ack clicks within Slack's 3 s. It tells the
+asker when something broke.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def answer_and_post(
     if ask.event_id and not _claim(services, ask.event_id):
         log.info("event %s is already answered or being answered; not answering again", ask.event_id)
         return
+    # Claimed here, answered in the answer pool: Bolt's listener thread is free again at once.
+    services.in_background(lambda: _answer_claimed(services, client, ask, target, bot_user_id))
+
+
+def _answer_claimed(
+    services: Services, client: WebClient, ask: SlackAsk, target: ReplyTarget, bot_user_id: str | None
+) -> None:
     try:
         thread = fetch_thread(client, ask.channel_id, ask.reply_thread_ts, skip_ts=ask.ts, bot_user_id=bot_user_id)
         question = ask.question(thread)

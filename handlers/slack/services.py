@@ -40,11 +40,19 @@ class Services:
     digests: DigestRunner | None = None
     digest_timezone: str = "UTC"
     on_digests_changed: Callable[[], object] | None = None
+    # Runs an answer off Bolt's listener thread (the bot's answer pool); None runs it where it is called.
+    background: Callable[[Callable[[], None]], object] | None = None
 
     def digests_changed(self) -> None:
         # Without a scheduler in this process, the one that has it re-reads the table on its own.
         if self.on_digests_changed is not None:
             self.on_digests_changed()
+
+    def in_background(self, work: Callable[[], None]) -> None:
+        if self.background is None:
+            work()
+        else:
+            self.background(work)
 
     def channel_type(self, client: WebClient, channel_id: str) -> str:
         return self.channels.of(client, channel_id)

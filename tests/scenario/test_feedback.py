@@ -8,6 +8,7 @@ Every wait is on something the bot does (an ephemeral, a Web API call), never on
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,10 +49,11 @@ from handlers.slack.feedback import (
     suggest_modal,
 )
 from handlers.slack.services import CONTEXT_KEY, Services
-from playground import LocalSlack, sign
+from playground import LocalSlack, SlackClient, sign
 from tests.conftest import SIGNING_SECRET, Bots
 from tests.support.feedback import click, reaction_added, thanks, view_submission, votes
 from tests.support.scenario import answered, turns, wait_for
+from tests.support.scripted import ScriptedEngine
 
 # --- Ember's side ------------------------------------------------------------------------------
 
@@ -379,3 +381,49 @@ def test_a_suggested_answer_is_stored_as_a_vote_and_a_correction_without_an_embe
         )
         assert memory.embedding is None and memory.embedding_model is None
         assert [v.correction for v in votes_for(session, turn_id=turn_id)] == ["vpn.acme.internal"]
+
+
+HELD_REPLY = "This answer takes its time."
+
+
+class HeldEngine(ScriptedEngine):
+    """Answers from the script; the reply HELD_REPLY is generated only once the test lets it go."""
+
+    def __init__(self, tokenizer: Any, replies: Sequence[str]) -> None:
+        super().__init__(tokenizer, replies)
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, messages: Any, **options: Any) -> Any:
+        completion = super().generate(messages, **options)
+        if completion.text == HELD_REPLY:
+            self.holding.set()
+            assert self.release.wait(60), "the test never let the held answer go"
+        return completion
+
+
+def test_a_click_is_acked_while_every_answer_worker_is_busy(
+    bot_settings: Any, slack: LocalSlack, tokenizer: Any
+) -> None:
+    """Slack wants a click acked within 3 s; an answer takes minutes. With one answer worker busy
+    generating, a thumbs-up on an earlier answer is still acked and thanked."""
+    engine = HeldEngine(tokenizer, ["The VPN host is vpn-1.", HELD_REPLY])
+    bot = Ember.build(bot_settings.model_copy(update={"workers": 1}), engine=engine)
+    bot.start()
+    try:
+        client = SlackClient(f"{bot.url}/slack/events", SIGNING_SECRET)
+        channel, alice = slack.add_channel("general"), slack.add_user("alice")
+        first = slack.mention(channel, alice, "What is the VPN host?")
+        assert client.send_event(first).status_code == 200
+        [reply] = answered(slack, channel, first["event"]["ts"])
+        assert client.send_event(slack.mention(channel, alice, "Where is the style guide?")).status_code == 200
+        assert engine.holding.wait(30), "the second answer never started"
+
+        response = client.send_interaction(click(slack, channel, alice, reply["ts"], FEEDBACK_ACTION))
+
+        assert response.status_code == 200
+        [up] = thanks(slack, alice, 1)
+        assert up["text"] == THANKS_UP
+    finally:
+        engine.release.set()
+        bot.stop()
