@@ -22,17 +22,11 @@ from db.repo import latest_training_run
 from db.schema import TrainingRun
 from handlers.slack.mrkdwn import escape
 from models import registry
+from models.evaluation import FIGURES
 from models.registry import VersionInfo
 
 log = logging.getLogger(__name__)
 
-# The gate's figures in the order people read them, with the check each one feeds (None: shown only).
-_FIGURES: tuple[tuple[str, str, str | None], ...] = (
-    ("desirable", "liked answers", "desirable_improved"),
-    ("undesirable", "disliked answers", "undesirable_not_improved"),
-    ("general", "general text", None),
-    ("general_accuracy", "general questions answered", "general_answers_kept"),
-)
 _LEFT_OUT = {
     "private": "from private conversations",
     "empty": "empty",
@@ -70,6 +64,9 @@ def report_text(
     left_out = _left_out_line(detail)
     if left_out:
         lines.append(left_out)
+    augmented = _augmentation_line(detail)
+    if augmented:
+        lines.append(augmented)
     if run.status in ("promoted", "rejected"):
         lines.extend(_gate_lines(detail, candidate))
         lines.append(_training_line(run, detail))
@@ -136,6 +133,31 @@ def _left_out_line(detail: Mapping[str, Any]) -> str | None:
     return "*Left out:* " + ", ".join(parts) if parts else None
 
 
+def _augmentation_line(detail: Mapping[str, Any]) -> str | None:
+    augmentation = _mapping(detail.get("augmentation"))
+    if not augmentation:
+        return None
+    if augmentation.get("enabled") is False:
+        return None
+    if isinstance(augmentation.get("error"), str):
+        return f"*In more words:* skipped, the rephrasing failed ({escape(augmentation['error'])})"
+    written, sources = _int(augmentation.get("examples")), _int(augmentation.get("from"))
+    if written is None or sources is None:
+        return None
+    line = f"*In more words:* {sources} answers rephrased into {written} more examples"
+    items = augmentation.get("items")
+    first = (
+        next((item for item in items if isinstance(item, Mapping) and item.get("questions")), None)
+        if isinstance(items, list)
+        else None
+    )
+    if first is not None and isinstance(first.get("question"), str):
+        asked = first["questions"][0]
+        if isinstance(asked, str):
+            line += f", e.g. “{escape(first['question'])}” also as “{escape(asked)}”"
+    return line
+
+
 def _gate_lines(detail: Mapping[str, Any], candidate: VersionInfo | None) -> list[str]:
     # The run's record holds the gate's verdict; the candidate's registry row holds the same figures,
     # which is all an older record has.
@@ -147,10 +169,12 @@ def _gate_lines(detail: Mapping[str, Any], candidate: VersionInfo | None) -> lis
     reason = _text(gate.get("reason"), "")
     summary = " – ".join(part for part in (decision, reason) if part) or "no decision recorded"
     before, after, checks = _mapping(gate.get("active")), _mapping(gate.get("candidate")), _mapping(gate.get("checks"))
-    lines = [f"*Eval gate:* {summary} (served version → candidate)"]
-    for key, label, check in _FIGURES:
+    lines = [f"*Eval gate:* {summary} (served version → candidate; likelihoods per token, nearer 0 is likelier)"]
+    for key, label, check in FIGURES:
         if key not in before and key not in after:
             continue
+        if key == "paraphrased" and before.get(key) is None and after.get(key) is None:
+            continue  # nothing was rephrased: there is no figure, and nothing was missed
         shown = _percent if key == "general_accuracy" else _figure
         verdict = _verdict(checks.get(check)) if check else ""
         lines.append(f"• {label}: {shown(before.get(key))} → {shown(after.get(key))}{verdict}")

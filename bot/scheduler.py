@@ -38,6 +38,7 @@ def train_argv(settings: Settings) -> list[str]:
         "--device", settings.device,
         "--system-prompt", settings.system_prompt,
         "--include-private" if settings.train_on_private else "--no-include-private",
+        "--augment" if settings.train_augment else "--no-augment",
         "--min-examples", str(settings.train_min_examples),
         "--no-progress",
     ]  # fmt: skip

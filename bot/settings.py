@@ -42,6 +42,7 @@ _HINTS: dict[str, str] = {
     "EMBER_TRAIN_CRON": "a crontab line, e.g. '0 3 * * *' for 03:00 every night",
     "EMBER_TIMEZONE": "an IANA time zone name, e.g. Europe/Berlin or UTC",
     "EMBER_TRAIN_ON_PRIVATE": "true to train on feedback from DMs and private channels too, else false",
+    "EMBER_TRAIN_AUGMENT": "true (rephrase each taught fact before training) or false",
     "EMBER_TRAIN_MIN_EXAMPLES": "the least feedback examples worth a training run, e.g. 20",
     "EMBER_TRAIN_MISFIRE_GRACE": "seconds a missed nightly run may still start late, e.g. 21600",
     "EMBER_MODEL_SYNC_SECONDS": "how often the bot checks for a newly promoted or rolled-back version, e.g. 60",
@@ -104,6 +105,7 @@ class Settings(BaseSettings):
     train_cron: str = Field(default="0 3 * * *", validation_alias="EMBER_TRAIN_CRON")
     timezone: str = Field(default="UTC", validation_alias="EMBER_TIMEZONE")
     train_on_private: bool = Field(default=False, validation_alias="EMBER_TRAIN_ON_PRIVATE")
+    train_augment: bool = Field(default=True, validation_alias="EMBER_TRAIN_AUGMENT")
     train_min_examples: int = Field(default=20, ge=1, validation_alias="EMBER_TRAIN_MIN_EXAMPLES")
     train_misfire_grace: int = Field(default=6 * 3600, ge=1, validation_alias="EMBER_TRAIN_MISFIRE_GRACE")
     model_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_MODEL_SYNC_SECONDS")

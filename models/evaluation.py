@@ -3,7 +3,10 @@
 Three figures per model, each the mean per-token log-likelihood of an answer given its question
 (rendered with the model's chat template, the way the bot prompts it):
 
-- desirable:   held-out answers the team liked or corrected to. Higher is better; must improve.
+- desirable:   held-out answers the team liked or corrected to, asked as they were and in new words
+               (paraphrases the resident model wrote, see models.augment). Higher is better; must improve.
+- paraphrased: the facts trained on, asked in words training never saw (a paraphrase of each taught
+               question, held back from training). What people meet the morning after; must improve.
 - undesirable: held-out answers the team voted down. Lower is better; must not rise.
 - general:     a fixed set of general questions shipped here. Must not fall beyond a tolerance, so
                a candidate that learned the team's facts by forgetting how to answer anything else
@@ -86,6 +89,7 @@ class Figures:
     undesirable: float | None
     general: float
     general_accuracy: float
+    paraphrased: float | None = None  # absent from older records, and where no paraphrase was written
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def measure(
     held_out: Sequence[Example],
     *,
     system_prompt: str,
+    paraphrased: Sequence[Example] = (),
     batch_size: int = 8,
 ) -> Figures:
     desirable = [example for example in held_out if example.desirable]
@@ -132,6 +137,7 @@ def measure(
         undesirable=_mean(log_likelihoods(model, tokenizer, undesirable, batch_size=batch_size)),
         general=_mean(log_likelihoods(model, tokenizer, general, batch_size=batch_size)) or 0.0,
         general_accuracy=general_accuracy(model, tokenizer, system_prompt=system_prompt),
+        paraphrased=_mean(log_likelihoods(model, tokenizer, paraphrased, batch_size=batch_size)),
     )
 
 
@@ -187,13 +193,20 @@ def generate(
     return answers
 
 
-def measure_version(location: str, held_out: Sequence[Example], *, system_prompt: str, device: str) -> Figures:
+def measure_version(
+    location: str,
+    held_out: Sequence[Example],
+    *,
+    system_prompt: str,
+    device: str,
+    paraphrased: Sequence[Example] = (),
+) -> Figures:
     """Load a version through the ordinary loading code (as `Engine.swap` will), measure, free it."""
     from models import loading
 
     model, tokenizer, _ = loading.load(loading.ModelSource(location, location), device)
     try:
-        return measure(model, tokenizer, held_out, system_prompt=system_prompt)
+        return measure(model, tokenizer, held_out, system_prompt=system_prompt, paraphrased=paraphrased)
     finally:
         del model
         free_memory()
@@ -209,6 +222,7 @@ def gate(
 ) -> Verdict:
     checks: dict[str, bool | None] = {
         "desirable_improved": _improved(active.desirable, candidate.desirable, min_gain),
+        "paraphrased_improved": _improved(active.paraphrased, candidate.paraphrased, min_gain),
         "undesirable_not_improved": (
             None
             if active.undesirable is None or candidate.undesirable is None
@@ -221,6 +235,42 @@ def gate(
         failed.insert(0, "desirable_improved")
     reason = "better on every check" if not failed else "failed: " + ", ".join(failed)
     return Verdict(not failed, reason, active, candidate, checks)
+
+
+# The gate's figures in the order people read them: (key, what it is in plain words, its check).
+FIGURES: tuple[tuple[str, str, str | None], ...] = (
+    ("paraphrased", "taught facts asked in new words", "paraphrased_improved"),
+    ("desirable", "held-out liked answers and corrections", "desirable_improved"),
+    ("undesirable", "held-out disliked answers", "undesirable_not_improved"),
+    ("general_accuracy", "general questions answered right", "general_answers_kept"),
+    ("general", "general reference answers", None),
+)
+_PLAIN = {
+    "paraphrased_improved": ("likelier", "not likelier"),
+    "desirable_improved": ("likelier", "not likelier"),
+    "undesirable_not_improved": ("not likelier", "likelier"),
+    "general_answers_kept": ("kept", "fewer"),
+}
+
+
+def plain_figures(metrics: dict[str, Any]) -> list[str]:
+    """The gate's figures as a person reads them: "taught facts asked in new words: -3.41 -> -1.20, likelier".
+
+    Likelihoods are mean log-probabilities per token of the right answer (closer to 0: likelier);
+    general answers are the share of the gate's general questions answered right.
+    """
+    before, after = metrics.get("active") or {}, metrics.get("candidate") or {}
+    checks = metrics.get("checks") or {}
+    lines = []
+    for key, label, check in FIGURES:
+        old, new = before.get(key), after.get(key)
+        if not isinstance(old, int | float) or not isinstance(new, int | float):
+            continue
+        shown = f"{old:.0%} -> {new:.0%}" if key == "general_accuracy" else f"{old:.2f} -> {new:.2f}"
+        passed = checks.get(check) if check else None
+        said = "" if passed is None or check not in _PLAIN else ", " + _PLAIN[check][0 if passed else 1]
+        lines.append(f"{label}: {shown}{said}")
+    return lines
 
 
 def log_likelihoods(

@@ -271,17 +271,12 @@ def format_versions(versions: list[VersionInfo]) -> str:
 
 
 def _headline(info: VersionInfo) -> str:
-    candidate = info.metrics.get("candidate") or {}
-    previous = info.metrics.get("active") or {}
-    parts = []
-    for name in ("desirable", "undesirable", "general"):
-        if candidate.get(name) is not None and previous.get(name) is not None:
-            parts.append(f"{name} {previous[name]:.3f}->{candidate[name]:.3f}")
-    if candidate.get("general_accuracy") is not None and previous.get("general_accuracy") is not None:
-        parts.append(f"general answers {previous['general_accuracy']:.0%}->{candidate['general_accuracy']:.0%}")
+    from models.evaluation import plain_figures
+
+    parts = plain_figures(info.metrics)
     if "rolled_back_at" in info.metrics:
         parts.append("rolled back")
-    return ", ".join(parts)
+    return "; ".join(parts)
 
 
 def _row(session: Session, version: str) -> ModelVersion | None:

@@ -1,8 +1,10 @@
 """One training run, as its own process: `python -m models.train_job` (what `ember train` and the
 nightly job start), so the bot keeps answering while it trains.
 
-    feedback -> training set -> (too small? skipped) -> LoRA + KTO into a staging directory
-      -> eval gate (candidate vs active, on the held-out slice and the general set)
+    feedback -> training set -> (too small? skipped)
+      -> augmentation: the serving model writes each taught fact in more phrasings (models.augment)
+      -> LoRA + KTO into a staging directory
+      -> eval gate (candidate vs active: held-out feedback, taught facts in new words, general set)
       -> rename staging into versions/ -> one transaction: register the version as active or rejected,
          and close the run's record
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import shutil
 import signal
 import sys
@@ -36,12 +39,15 @@ from sqlalchemy import select
 from db.schema import TrainingRun, utcnow
 from db.session import Database
 from models import dataset, registry
-from models.dataset import TrainingSet
+from models.dataset import Example, TrainingSet
 from models.loading import ModelSource
 
 if TYPE_CHECKING:
-    from models.evaluation import Verdict
+    from models.augment import Augmentation
+    from models.evaluation import Figures, Verdict
     from models.training import TrainResult, TrainSettings
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 75
 INTERRUPTED = "interrupted: the training process stopped before it finished (killed or crashed)"
@@ -63,6 +69,8 @@ class JobConfig:
     # CPU threads for torch (None: its default, one per core). On a CPU host that also serves, leave
     # the bot a core; on a busy host, oversubscribed threads slow training many times over.
     threads: int | None = None
+    # Write each desirable example in more phrasings before training (models.augment).
+    augment: bool = True
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,16 @@ class _Trained:
     result: TrainResult
     verdict: Verdict
     anchors: int
+    augmentation: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    before: Figures
+    gate_set: list[Example]  # held-out feedback, as asked and in new words
+    paraphrased: list[Example]  # taught facts in words held back from training
+    augmented: list[Example]
+    record: dict[str, Any]
 
 
 def _train_and_judge(
@@ -197,9 +215,7 @@ def _train_and_judge(
 
         torch.set_num_threads(config.threads)
     settings = training.TrainSettings.for_device(device, **config.train)
-    before = evaluation.measure_version(
-        active.location, training_set.held_out, system_prompt=config.system_prompt, device=device
-    )
+    prepared = _prepare(config, active, training_set, device, out, run_id)
 
     anchors = training.anchor_examples(
         root.location, system_prompt=config.system_prompt, count=settings.anchors, device=device
@@ -208,7 +224,7 @@ def _train_and_judge(
     def announce(steps: int) -> None:
         print(
             f"ember train: run {run_id} started training: {len(training_set.train)} examples "
-            f"(+{len(anchors)} general anchors), {steps} steps, "
+            f"(+{len(prepared.augmented)} augmented, +{len(anchors)} general anchors), {steps} steps, "
             f"from {root.version} on {device} ({len(training_set.held_out)} held out to judge it against "
             f"{active.version})",
             file=out,
@@ -217,7 +233,7 @@ def _train_and_judge(
 
     result = training.train(
         root.location,
-        [*training_set.train, *anchors],
+        [*training_set.train, *prepared.augmented, *anchors],
         staging,
         device=device,
         settings=settings,
@@ -225,9 +241,70 @@ def _train_and_judge(
         on_begin=announce,
     )
     after = evaluation.measure_version(
-        str(staging), training_set.held_out, system_prompt=config.system_prompt, device=device
+        str(staging),
+        prepared.gate_set,
+        system_prompt=config.system_prompt,
+        device=device,
+        paraphrased=prepared.paraphrased,
     )
-    return _Trained(settings, result, evaluation.gate(before, after), len(anchors))
+    verdict = evaluation.gate(prepared.before, after)
+    return _Trained(settings, result, verdict, len(anchors), prepared.record)
+
+
+def _prepare(
+    config: JobConfig, active: ModelSource, training_set: TrainingSet, device: str, out: TextIO, run_id: int
+) -> _Prepared:
+    """With the serving model loaded once: augment the feedback, then measure the version to beat.
+
+    Augmentation is a help, not a need: if it fails, the run trains on the feedback as it is.
+    """
+    from models import evaluation, loading
+
+    model, tokenizer, _ = loading.load(ModelSource(active.location, active.location), device)
+    try:
+        augmentation: Augmentation | None = None
+        held_out_words: list[Example] = []
+        record: dict[str, Any] = {"enabled": config.augment}
+        if config.augment:
+            started = time.perf_counter()
+            try:
+                augmentation, held_out_words = _augment(model, tokenizer, training_set)
+            except Exception as exc:
+                log.warning("run %d: augmentation failed, training on the feedback as it is", run_id, exc_info=True)
+                print(
+                    f"ember train: run {run_id}: augmentation failed ({type(exc).__name__}: {exc}); "
+                    "training on the feedback as it is",
+                    file=out,
+                    flush=True,
+                )
+                record["error"] = f"{type(exc).__name__}: {exc}"
+            else:
+                record.update(augmentation.summary(), held_out_paraphrases=len(held_out_words))
+                print(
+                    f"ember train: run {run_id} augmented {len(augmentation.records)} examples with "
+                    f"{len(augmentation.examples)} more phrasings in {time.perf_counter() - started:.0f} s",
+                    file=out,
+                    flush=True,
+                )
+            record["seconds"] = round(time.perf_counter() - started, 1)
+        gate_set = [*training_set.held_out, *held_out_words]
+        paraphrased = augmentation.held_back if augmentation is not None else []
+        before = evaluation.measure(
+            model, tokenizer, gate_set, system_prompt=config.system_prompt, paraphrased=paraphrased
+        )
+    finally:
+        del model
+        evaluation.free_memory()
+    return _Prepared(before, gate_set, paraphrased, augmentation.examples if augmentation else [], record)
+
+
+def _augment(model: Any, tokenizer: Any, training_set: TrainingSet) -> tuple[Augmentation, list[Example]]:
+    from models import augment
+
+    return (
+        augment.augment(model, tokenizer, training_set.train),
+        augment.paraphrase_held_out(model, tokenizer, training_set.held_out),
+    )
 
 
 def _register(
@@ -291,6 +368,7 @@ def _run_detail(training_set: TrainingSet, trained: _Trained, started: float) ->
             "undesirable_weight": result.undesirable_weight,
             "anchors": trained.anchors,
         },
+        "augmentation": trained.augmentation,
         "gate": trained.verdict.as_dict(),
         "seconds": _since(started),
     }
@@ -369,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train={name: getattr(args, name) for name in _TRAIN_ARGS if getattr(args, name) is not None},
         progress=not args.no_progress,
         threads=args.threads,
+        augment=args.augment,
     )
     return run(config).exit_code
 
@@ -399,6 +478,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--holdout-fraction", type=float, default=dataset.HOLDOUT_FRACTION)
     for name, kind in _TRAIN_ARGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="default: per device")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write each taught fact in more phrasings before training (default: on)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: one per core)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -13,9 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
+from bot.settings import Settings
+from db import Database
+from models import registry
+from models.dataset import Example
+from models.evaluation import log_likelihoods
+from models.loading import ModelSource, load
 from playground import LocalSlack, SlackClient
 from tests.conftest import SIGNING_SECRET
 from tests.support.cli import ember, ember_env
+from tests.support.planted import FACT, HELD, POOL, TRAINED, UNKNOWN, Feedback, add_feedback
 from tests.support.scenario import answered
 
 
@@ -219,3 +226,43 @@ def test_models_and_train_commands_on_a_fresh_install(tmp_path: Path, tiny_model
     assert "skipped" in trained.stdout.splitlines()[-1]
     with sqlite3.connect(tmp_path / "data" / "ember.db") as connection:
         assert connection.execute("SELECT status FROM training_runs").fetchall() == [("skipped",)]
+
+
+def test_one_planted_correction_teaches_a_wording_nobody_used_through_ember_train(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """One question corrected once; after `ember train`, the right answer is likelier for a paraphrase
+    that appears nowhere in the feedback (a second correction is the gate's held-out slice)."""
+    env = {"EMBER_MODEL": str(tiny_model_dir), "EMBER_TRAIN_MIN_EXAMPLES": "2"}
+    assert ember(tmp_path, "db", "upgrade", **env).returncode == 0
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'ember.db'}")
+    try:
+        # A "No, ..." reply in each thread, as a correction is kept with EMBER_MEMORY on or off.
+        add_feedback(database, [Feedback(q, UNKNOWN, votes=(), correction=FACT) for q in (TRAINED[0], HELD[0])])
+    finally:
+        database.close()
+    system_prompt = Settings.model_fields["system_prompt"].default
+    unseen = Example("Which server builds our code?", FACT, True, "correction", system_prompt)
+    assert unseen.question not in POOL
+
+    before = likelihood(str(tiny_model_dir), unseen)
+    trained = ember(tmp_path, "train", "--epochs", "8", "--learning-rate", "0.01", "--anchors", "4", **env)
+
+    assert trained.returncode == 0, trained.stderr
+    assert " promoted " in trained.stdout.splitlines()[-1], trained.stdout
+    listed = ember(tmp_path, "models", "list", **env).stdout.splitlines()
+    assert "held-out liked answers and corrections:" in listed[1] and "likelier" in listed[1]
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'ember.db'}")
+    try:
+        with database.session() as session:
+            active = registry.active(session)
+    finally:
+        database.close()
+    assert active is not None and active.version == "tiny-llama-ft1"
+    assert likelihood(active.path, unseen) > before
+
+
+def likelihood(location: str, example: Example) -> float:
+    model, tokenizer, _ = load(ModelSource(location, location), "cpu")
+    [score] = log_likelihoods(model, tokenizer, [example])
+    return score

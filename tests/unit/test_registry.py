@@ -174,20 +174,36 @@ def test_listing_shows_status_lineage_and_figures(tmp_path: Path) -> None:
         path = registry.versions_dir(tmp_path) / "base-model-ft1"
         path.mkdir(parents=True)
         (path / "config.json").write_text("{}")
-        figures = {"desirable": -2.0, "undesirable": -3.0, "general": -1.5}
-        better = {"desirable": -1.0, "undesirable": -4.0, "general": -1.52}
+        figures = {
+            "desirable": -2.0,
+            "undesirable": -3.0,
+            "general": -1.5,
+            "general_accuracy": 0.5,
+            "paraphrased": -3.5,
+        }
+        better = {
+            "desirable": -1.0,
+            "undesirable": -4.0,
+            "general": -1.52,
+            "general_accuracy": 0.45,
+            "paraphrased": -1.2,
+        }
+        checks = {"paraphrased_improved": True, "desirable_improved": True, "general_answers_kept": True}
         registry.add_candidate(
             session,
             version="base-model-ft1",
             path=path,
             parent="base-model",
-            metrics={"active": figures, "candidate": better},
+            metrics={"active": figures, "candidate": better, "checks": checks},
         )
         registry.promote(session, version="base-model-ft1")
         table = registry.format_versions(registry.list_versions(session))
     lines = table.splitlines()
     assert lines[1].split()[:3] == ["base-model-ft1", "active", "base-model"]
-    assert "desirable -2.000->-1.000" in lines[1]
+    # The gate's figures in words: what people will meet first, a taught fact asked in new words.
+    assert "taught facts asked in new words: -3.50 -> -1.20, likelier" in lines[1]
+    assert "held-out liked answers and corrections: -2.00 -> -1.00, likelier" in lines[1]
+    assert "general questions answered right: 50% -> 45%, kept" in lines[1]
     assert lines[2].split()[:2] == ["base-model", "retired"]
     assert json.loads((path / "config.json").read_text()) == {}
 

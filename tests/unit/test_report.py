@@ -84,12 +84,45 @@ def test_a_promoted_run_reports_its_data_the_gate_and_the_new_version(db: Databa
     assert "19 to train on, 5 held out for the gate" in text
     assert "*Left out:* 2 from private conversations, 1 with votes that cancel out" in text
     assert "*Eval gate:* promote – better on every check" in text
-    assert "• liked answers: -1.500 → -1.100 (passed)" in text
-    assert "• disliked answers: -1.200 → -1.250 (passed)" in text
-    assert "• general text: -2.000 → -2.010\n" in text
-    assert "• general questions answered: 80% → 80% (passed)" in text
+    assert "• held-out liked answers and corrections: -1.500 → -1.100 (passed)" in text
+    assert "• held-out disliked answers: -1.200 → -1.250 (passed)" in text
+    assert "• general reference answers: -2.000 → -2.010\n" in text
+    assert "• general questions answered right: 80% → 80% (passed)" in text
     assert "*Training:* loss 0.4321, 40 steps, on cpu, 63 s in all" in text
     assert text.splitlines()[-1] == "*Now serving:* `tiny-llama-ft1`"
+
+
+def test_a_run_that_augmented_says_what_it_wrote_and_how_taught_facts_fare_in_new_words(db: Database) -> None:
+    verdict = gate(Figures(-1.5, None, -2.0, 0.8, paraphrased=-3.0), Figures(-1.1, None, -2.0, 0.8, paraphrased=-1.0))
+    augmentation = {
+        "enabled": True,
+        "examples": 5,
+        "from": 2,
+        "items": [
+            {"question": "Where is the VPN?", "answer": "vpn.acme.internal", "questions": ["How do I reach the VPN?"]}
+        ],
+    }
+    detail = {"data": _set(4, 0, 1).counts(), "gate": verdict.as_dict(), "augmentation": augmentation}
+    _store(db, _run("promoted", detail, candidate_version="tiny-llama-ft1"), _version("tiny-llama-ft1", "active"))
+
+    report = latest_report(db)
+
+    assert report is not None
+    said = "*In more words:* 2 answers rephrased into 5 more examples"
+    assert f"{said}, e.g. “Where is the VPN?” also as “How do I reach the VPN?”" in report.text
+    assert "• taught facts asked in new words: -3.000 → -1.000 (passed)" in report.text
+
+
+def test_a_run_whose_rephrasing_failed_says_so(db: Database) -> None:
+    verdict = gate(Figures(-1.5, None, -2.0, 0.8), Figures(-1.1, None, -2.0, 0.8))
+    detail = {"gate": verdict.as_dict(), "augmentation": {"enabled": True, "error": "RuntimeError: out of memory"}}
+    _store(db, _run("promoted", detail, candidate_version="tiny-llama-ft1"), _version("tiny-llama-ft1", "active"))
+
+    report = latest_report(db)
+
+    assert report is not None
+    assert "*In more words:* skipped, the rephrasing failed (RuntimeError: out of memory)" in report.text
+    assert "taught facts asked in new words" not in report.text
 
 
 def test_a_rejected_run_names_the_failed_checks_and_the_version_still_serving(db: Database) -> None:
@@ -109,9 +142,9 @@ def test_a_rejected_run_names_the_failed_checks_and_the_version_still_serving(db
     text = report.text
     assert text.startswith("*Training run 1: rejected* `tiny-llama-ft1`")
     assert "*Eval gate:* reject – failed: desirable_improved, general_answers_kept" in text
-    assert "• liked answers: -1.500 → -1.600 (failed)" in text
-    assert "• disliked answers: n/a → n/a (not checked)" in text
-    assert "• general questions answered: 80% → 40% (failed)" in text
+    assert "• held-out liked answers and corrections: -1.500 → -1.600 (failed)" in text
+    assert "• held-out disliked answers: n/a → n/a (not checked)" in text
+    assert "• general questions answered right: 80% → 40% (failed)" in text
     assert "*Training:* loss not recorded" in text
     assert text.splitlines()[-1] == "*Now serving:* `tiny-llama`"
 
@@ -130,7 +163,7 @@ def test_a_record_missing_its_fields_still_reads(db: Database) -> None:
 
     assert report is not None
     assert "*Training data:* 30 examples (25 desirable, 5 undesirable)" in report.text
-    assert "• liked answers: -1.500 → -1.000 (passed)" in report.text
+    assert "• held-out liked answers and corrections: -1.500 → -1.000 (passed)" in report.text
     assert report.text.splitlines()[-1] == "*Now serving:* `tiny-llama-ft1`"
 
 

@@ -4,6 +4,7 @@ model, the eval gate, the registry, and a training process killed half-way."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -170,6 +171,16 @@ def test_the_gate_wants_better_desirable_no_better_undesirable_and_general_answe
     assert not gate(Figures(None, -3.0, -1.0, 0.6), Figures(-1.0, -3.0, -1.0, 0.6)).promote
 
 
+def test_the_gate_also_wants_taught_facts_likelier_in_words_never_trained_on() -> None:
+    active = Figures(-2.0, None, -1.0, 0.6, paraphrased=-3.0)
+    assert gate(active, Figures(-1.5, None, -1.0, 0.6, paraphrased=-1.0)).promote
+    # Held-out feedback likelier, but the taught facts asked in new words are not: memorised, not learned.
+    verdict = gate(active, Figures(-1.5, None, -1.0, 0.6, paraphrased=-3.0))
+    assert not verdict.promote and verdict.checks["paraphrased_improved"] is False
+    # No paraphrase written (augmentation off, or nothing passed its filter): not judged.
+    assert gate(Figures(-2.0, None, -1.0, 0.6), Figures(-1.5, None, -1.0, 0.6)).checks["paraphrased_improved"] is None
+
+
 # --- real training runs ----------------------------------------------------------------------
 
 
@@ -263,3 +274,53 @@ def test_killing_the_training_process_changes_nothing_and_the_next_run_starts_cl
     assert clean.status == outcome.status
     assert sorted(p.name for p in registry.versions_dir(data_dir).iterdir()) == [outcome.version]
     assert not any(registry.staging_dir(data_dir).iterdir()) if registry.staging_dir(data_dir).exists() else True
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+
+def test_a_run_keeps_what_augmentation_wrote_in_its_record(
+    database: Database, data_dir: Path, tiny_model_dir: Path
+) -> None:
+    add_feedback(database, planted_fact([*TRAINED, *HELD]))
+    out = io.StringIO()
+    outcome = train_job.run(job(data_dir, database, tiny_model_dir), out=out)
+    assert outcome.status in ("promoted", "rejected"), outcome.summary
+
+    detail = json.loads(runs(database)[-1].detail or "{}")
+    augmentation = detail["augmentation"]
+    # Every desirable example trained on got a record of what was written for it (a tiny random
+    # model writes little that passes as a question, so the lists may be short or empty).
+    trained_desirable = TRAINED  # HELD is the gate's side of the split
+    assert augmentation["enabled"] and augmentation["from"] == len(trained_desirable)
+    assert {item["question"] for item in augmentation["items"]} == set(trained_desirable)
+    assert {item["answer"] for item in augmentation["items"]} == {FACT}
+    assert f"run {outcome.run_id} augmented {augmentation['from']} examples" in out.getvalue()
+    assert registry.read_metadata(registry.versions_dir(data_dir) / (outcome.version or ""))["augmentation"]
+
+
+def test_a_failing_augmentation_is_skipped_and_the_night_still_trains(
+    database: Database, data_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import augment
+
+    def broken(*_args: object, **_kwargs: object) -> augment.Augmentation:
+        raise RuntimeError("the model wrote nothing usable")
+
+    monkeypatch.setattr(augment, "augment", broken)
+    add_feedback(database, planted_fact([*TRAINED, *HELD]))
+    out = io.StringIO()
+    outcome = train_job.run(job(data_dir, database, tiny_model_dir), out=out)
+
+    assert (outcome.status, outcome.exit_code) == ("promoted", 0), outcome.summary
+    assert "augmentation failed (RuntimeError: the model wrote nothing usable)" in out.getvalue()
+    detail = json.loads(runs(database)[-1].detail or "{}")
+    assert detail["augmentation"]["error"] == "RuntimeError: the model wrote nothing usable"
+    assert detail["gate"]["candidate"]["paraphrased"] is None  # nothing held back to judge by
+
+
+def test_augmentation_can_be_turned_off(database: Database, data_dir: Path, tiny_model_dir: Path) -> None:
+    add_feedback(database, planted_fact([*TRAINED, *HELD]))
+    outcome = train_job.run(job(data_dir, database, tiny_model_dir, augment=False))
+    assert outcome.status == "promoted", outcome.summary
+    assert json.loads(runs(database)[-1].detail or "{}")["augmentation"] == {"enabled": False}
