@@ -1,47 +1,58 @@
-"""What the nightly fine-tune teaches the weights: team facts before and after, general answers kept.
+"""What the nightly fine-tune teaches the weights: team facts asked in new words, general answers kept.
 
-    python -m bench.learning [--epochs N] [--facts N] [--cache DIR]
+    python -m bench.learning [--corrections 1,3] [--facts N] [--epochs N] [--no-augment] [--cache DIR]
 
-With the packaged SmolLM2-135M-Instruct on CPU and retrieval OFF (this measures the weights, not
-day-time memory):
+With the packaged SmolLM2-135M-Instruct on CPU, the way a team uses Ember:
 
 1. A synthetic team FAQ of facts the base model cannot know (hosts, names, channels, procedures).
-2. A simulated day: each fact is asked three ways; the base model answers (really, greedy), people
-   vote the wrong answers down and correct them (a vote's suggested answer, or a "No, ..." reply in
-   the thread); general questions it gets right are voted up. A few DMs vote too (left out).
-3. The nightly job (`models.train_job.run`, the code `ember train` runs): dataset, LoRA + KTO, gate.
-4. Accuracy before and after, on held-out paraphrases of the fact questions (the fact's key string
-   appears in the greedy answer) and on a fixed set of general questions.
+2. A day in the local workspace (`bot.playground_run`: the real Bolt app, its handlers and engine,
+   over HTTP): people @mention Ember with each fact's question in #general; when the answer is
+   wrong, the asker replies in its thread "@Ember No, <the fact>", once per fact (or three people,
+   each with their own phrasing, with `--corrections 3`); general questions are voted up with the
+   feedback button when right and down when wrong; a DM vote stays out of training. Day-time recall
+   is off (EMBER_MEMORY=false), so nothing but the weights can carry a fact to the next morning.
+3. `ember train`'s own job (`models.train_job`, the nightly job's arguments, default settings).
+4. Greedy answers before and after, retrieval off: held-out paraphrases of each fact's question (the
+   fact's key string must appear), the questions asked during the day, a fixed set of general
+   questions, and the share of answers that fall into a loop.
 
-Goal (from the issue): at least +50 points on the team facts, at most 5 points lost on general.
+Goal (from the issue): with one correction per fact, at least +50 points on the held-out
+paraphrases and at most 5 points lost on general questions, the gate promoting.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from sqlalchemy import func, select
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from bot.playground_run import PlaygroundEmber
+from bot.scheduler import train_argv
+from bot.settings import Settings, load_settings
 from db import Database
-from db.repo import Conversation, record_turn
-from db.schema import Memory, Vote, utcnow
-from models import loading, registry, train_job
+from db.repo import latest_training_run
+from db.schema import Memory, Turn, Vote
+from handlers.slack.feedback import FEEDBACK_ACTION, FEEDBACK_BLOCK
+from models import dataset, loading, registry, train_job
+from models.evaluation import plain_figures
+from models.loops import has_loop
 from models.prompt import render
+from playground.app import Playground
 
 SYSTEM_PROMPT = (
     "You are a helpful AI assistant named Ember. You answer questions from a team in Slack, clearly and briefly."
 )
 MAX_NEW_TOKENS = 32
-TEAM = Conversation("T1", "C-general", "channel", None)
 
 
 @dataclass(frozen=True)
@@ -391,6 +402,7 @@ class Scores:
     facts: float  # held-out paraphrases: what the goal is about
     asked: float  # the very questions asked during the day: memorised, for comparison
     general: float
+    looping: float  # share of all those answers that fall into a loop (models.loops)
     fact_answers: list[str]
     general_answers: list[str]
 
@@ -404,6 +416,10 @@ def score(location: str, facts: Sequence[Fact]) -> Scores:
         facts=_accuracy(fact_answers, [(f.key,) for f in facts for _ in f.paraphrases]),
         asked=_accuracy(asked_answers, [(f.key,) for f in facts for _ in f.asked]),
         general=_accuracy(general_answers, [keys for _, keys in GENERAL]),
+        looping=_percent(
+            has_loop(tokenizer.encode(a, add_special_tokens=False))
+            for a in [*fact_answers, *asked_answers, *general_answers]
+        ),
         fact_answers=fact_answers,
         general_answers=general_answers,
     )
@@ -413,94 +429,173 @@ def _accuracy(answers: Sequence[str], keys: Sequence[Sequence[str]]) -> float:
     return _percent(correct(answer, key) for answer, key in zip(answers, keys, strict=True))
 
 
-# --- the simulated day -------------------------------------------------------------------------
+# --- the day, in the local workspace ---------------------------------------------------------------
+
+# Long enough to tell a right answer from a wrong one; the day's answers are not scored themselves.
+DAY_MAX_NEW_TOKENS = 64
+ANSWER_WAIT = 900.0
 
 
-def simulate_day(database: Database, location: str, facts: Sequence[Fact], version: str) -> dict[str, int]:
-    """The base model answers every question asked today; people vote and correct as a team would."""
-    model, tokenizer, _ = loading.load(loading.ModelSource(location, version), "cpu")
-    fact_questions = [(fact, i, q) for fact in facts for i, q in enumerate(fact.asked)]
-    fact_answers = answer_all(model, tokenizer, [q for _, _, q in fact_questions])
-    general_answers = answer_all(model, tokenizer, [q for q, _ in DAY_GENERAL])
-    counts = {"turns": 0, "up": 0, "down": 0, "corrections": 0, "private": 0}
-    with database.session() as session:
-        for n, ((fact, i, question), answer) in enumerate(zip(fact_questions, fact_answers, strict=True)):
-            turn = _turn(session, TEAM, question, answer, version, n)
-            counts["turns"] += 1
-            if correct(answer, (fact.key,)):
-                session.add(_vote(turn, f"U{n % 7}", 1, "button"))
-                counts["up"] += 1
-            elif i == 1:  # the second asker replies in the thread: "No, it's ..."
-                session.add(_vote(turn, f"U{n % 7}", -1, "reaction"))
-                session.add(_correction(turn, question, f"No, {fact.answer[0].lower()}{fact.answer[1:]}"))
-                counts["down"] += 1
-                counts["corrections"] += 1
-            else:  # the others vote down and suggest the right answer (kept on the vote and as a memory)
-                session.add(_vote(turn, f"U{n % 7}", -1, "modal", fact.answer))
-                session.add(_correction(turn, question, fact.answer))
-                counts["down"] += 1
-                counts["corrections"] += 1
-        for n, ((question, key), answer) in enumerate(zip(DAY_GENERAL, general_answers, strict=True)):
-            turn = _turn(session, TEAM, question, answer, version, 1000 + n)
-            value = 1 if correct(answer, (key,)) else -1
-            session.add(_vote(turn, f"U{n % 5}", value, "button"))
-            counts["up" if value > 0 else "down"] += 1
-            counts["turns"] += 1
-        # A DM where someone corrects Ember with something private: must not reach the weights.
-        dm = Conversation("T1", "D-secret", "im", None)
-        turn = _turn(session, dm, "What is my salary band?", "I don't know.", version, 2000)
-        session.add(_vote(turn, "U1", -1, "modal", "Your band is L5."))
-        counts["private"] += 1
-    return counts
+@dataclass
+class Day:
+    answers: int = 0
+    up: int = 0
+    down: int = 0
+    corrections: int = 0
+    right_at_once: int = 0
+    private: int = 0
+    looping: int = 0  # answers through the QA path (the engine's loop stop on) that still loop
+    seconds: float = 0.0
 
 
-def _turn(session: Any, where: Conversation, question: str, answer: str, version: str, n: int) -> int:
-    turn = record_turn(
-        session,
-        conversation=Conversation(where.workspace_id, where.channel_id, where.channel_type, f"{1700000000 + n}.0001"),
-        user_id=f"U{n % 7}",
-        source="mention",
-        question=question,
-        question_ts=f"{1700000000 + n}.0001",
-        answer=answer,
-        answer_ts=f"{1700000000 + n}.0002",
-        model_version=version,
-        prompt_tokens=0,
-        completion_tokens=0,
-        latency_ms=0,
-        asked_at=datetime.now(UTC),
+def team_day(data_dir: Path, base: Path, facts: Sequence[Fact], corrections: int) -> tuple[Day, Settings]:
+    """Ember answers in the local workspace; people vote and correct in threads, as a team does."""
+    settings = load_settings(
+        data_dir=data_dir,
+        model=str(base),
+        port=0,
+        scheduler=False,
+        memory=False,
+        max_new_tokens=DAY_MAX_NEW_TOKENS,
+        train_min_examples=dataset.MIN_EXAMPLES,
     )
-    return turn.id
+    run = PlaygroundEmber(settings)
+    ember = run.start()
+    day = Day()
+    started = time.perf_counter()
+    try:
+        pg = run.playground
+        people = [person["id"] for person in pg.people()]
+        channels = {c["name"]: c["id"] for c in pg.directory(people[0])["channels"]}
+        general = channels["general"]
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+        for k in range(corrections):  # person k asks every fact in their own words
+            asker = people[k % len(people)]
+            asked = [(fact, _ask(pg, asker, general, fact.asked[k % len(fact.asked)])) for fact in facts]
+            for fact, ts in asked:
+                answer = _answer(pg, asker, general, ts, ember)
+                _count_loop(day, tokenizer, answer["text"])
+                if correct(answer["text"], (fact.key,)):
+                    _vote(pg, asker, general, answer, "up")
+                    day.up += 1
+                    day.right_at_once += 1
+                else:
+                    _reply(pg, asker, general, ts, f"@Ember No, {fact.answer[0].lower()}{fact.answer[1:]}")
+                    day.corrections += 1
+        voter = people[-1]
+        asked_general = [(key, _ask(pg, voter, general, question)) for question, key in DAY_GENERAL]
+        for key, ts in asked_general:
+            answer = _answer(pg, voter, general, ts, ember)
+            _count_loop(day, tokenizer, answer["text"])
+            up = correct(answer["text"], (key,))
+            _vote(pg, voter, general, answer, "up" if up else "down")
+            day.up += up
+            day.down += not up
+        # Someone's DM: its vote must not reach the weights.
+        dm = next(c["id"] for c in pg.directory(people[0])["channels"] if c["kind"] == "im")
+        sent = pg.send(people[0], dm, "What is my salary band?")
+        _vote(pg, people[0], dm, _answer(pg, people[0], dm, sent["ts"], ember), "down")
+        day.private += 1
+        day.answers = len(facts) * corrections + len(DAY_GENERAL) + 1
+        _settle(ember, day.up + day.down + day.private, day.corrections)
+    finally:
+        day.seconds = time.perf_counter() - started
+        ember_settings = ember.settings
+        run.stop()
+    return day, ember_settings
 
 
-def _vote(turn_id: int, user_id: str, value: int, source: str, correction: str | None = None) -> Vote:
-    now = utcnow()
-    return Vote(
-        turn_id=turn_id,
-        user_id=user_id,
-        value=value,
-        correction=correction,
-        source=source,
-        created_at=now,
-        updated_at=now,
-    )
+def _ask(pg: Playground, user: str, channel: str, question: str) -> str:
+    sent = pg.send(user, channel, f"@Ember {question}")
+    if not sent.get("ok"):
+        raise RuntimeError(f"the workspace refused a question: {sent}")
+    return str(sent["ts"])
 
 
-def _correction(turn_id: int, question: str, text: str) -> Memory:
-    now = utcnow()
-    return Memory(
-        workspace_id=TEAM.workspace_id,
-        channel_id=TEAM.channel_id,
-        channel_type=TEAM.channel_type,
-        thread_ts=None,
-        user_id="U9",
-        kind="correction",
-        text=text,
-        question=question,
-        turn_id=turn_id,
-        created_at=now,
-        updated_at=now,
-    )
+def _answer(pg: Playground, user: str, channel: str, ts: str, ember: Any) -> dict[str, Any]:
+    """Ember's finished answer in the thread of `ts` (its reply with the feedback buttons), once its
+    turn is stored: Ember stores it just after the last update, and a person is never that quick."""
+    found = _shown_answer(pg, user, channel, ts)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with ember.db.session() as session:
+            if session.scalar(select(func.count()).select_from(Turn).where(Turn.answer_ts == found["ts"])):
+                return found
+        time.sleep(0.1)
+    raise TimeoutError(f"the answer {found['ts']} was shown but its turn was never stored")
+
+
+def _shown_answer(pg: Playground, user: str, channel: str, ts: str) -> dict[str, Any]:
+    deadline = time.monotonic() + ANSWER_WAIT
+    seen = 0
+    while time.monotonic() < deadline:
+        thread = pg.thread(user, channel, ts)
+        parent = thread.get("parent") or {}
+        replies = thread.get("replies", []) if parent.get("ts") == ts else []
+        finished = [m for m in replies if m["author"]["is_bot"] and not m.get("streaming") and _has_feedback(m)]
+        if finished:
+            return dict(finished[0])
+        if not replies:  # in a DM the answer may come as a message of its own
+            later = [
+                m
+                for m in pg.history(user, channel).get("messages", [])
+                if m["author"]["is_bot"] and float(m["ts"]) > float(ts) and not m.get("streaming") and _has_feedback(m)
+            ]
+            if later:
+                return dict(later[0])
+        seen = pg.wait(seen, 1.0)
+    raise TimeoutError(f"no answer to {ts} in {channel} within {ANSWER_WAIT:.0f} s")
+
+
+def _has_feedback(message: dict[str, Any]) -> bool:
+    return any(block.get("block_id") == FEEDBACK_BLOCK for block in message.get("blocks") or [])
+
+
+def _reply(pg: Playground, user: str, channel: str, ts: str, text: str) -> None:
+    sent = pg.send(user, channel, text, thread_ts=ts)
+    if not sent.get("ok"):
+        raise RuntimeError(f"the workspace refused a thread reply: {sent}")
+
+
+def _vote(pg: Playground, user: str, channel: str, answer: dict[str, Any], value: str) -> None:
+    """Click the answer's 👍 or 👎 (the half of its feedback_buttons element whose value starts so)."""
+    halves = [
+        half
+        for block in answer.get("blocks") or []
+        if block.get("block_id") == FEEDBACK_BLOCK
+        for element in block.get("elements") or []
+        if element.get("action_id") == FEEDBACK_ACTION
+        for half in (element.get("positive_button") or {}, element.get("negative_button") or {})
+    ]
+    chosen = next(h["value"] for h in halves if str(h.get("value", "")).startswith(f"{value}:"))
+    action = {"action_id": FEEDBACK_ACTION, "block_id": FEEDBACK_BLOCK, "type": "feedback_buttons", "value": chosen}
+    clicked = pg.click(user, channel, answer["ts"], action)
+    if not clicked.get("ok"):
+        raise RuntimeError(f"the feedback button did not take the click: {clicked}")
+
+
+def _settle(ember: Any, votes: int, corrections: int, timeout: float = 60.0) -> None:
+    """Wait until every vote and correction the day gave is stored (they are handled off the request)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with ember.db.session() as session:
+            stored_votes = session.scalar(select(func.count()).select_from(Vote)) or 0
+            kept = select(func.count()).select_from(Memory).where(Memory.kind == "correction")
+            stored_corrections = session.scalar(kept) or 0
+        if stored_votes >= votes and stored_corrections >= corrections:
+            return
+        if time.monotonic() > deadline:
+            print(
+                f"warning: {stored_votes} of {votes} votes and {stored_corrections} of {corrections} "
+                "corrections were stored",
+                flush=True,
+            )
+            return
+        time.sleep(0.5)
+
+
+def _count_loop(day: Day, tokenizer: Any, text: str) -> None:
+    day.looping += has_loop(tokenizer.encode(text, add_special_tokens=False))
 
 
 def _percent(flags: Any) -> float:
@@ -511,13 +606,54 @@ def _percent(flags: Any) -> float:
 # --- the run -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Trial:
+    corrections: int
+    day: Day
+    outcome: train_job.Outcome
+    candidate: registry.VersionInfo | None
+    after: Scores
+    seconds: float
+    augmentation: dict[str, Any]
+
+
+def trial(base: Path, facts: Sequence[Fact], corrections: int, extra: list[str], before: Scores) -> Trial:
+    with tempfile.TemporaryDirectory(prefix="ember-bench-learning-") as tmp:
+        day, settings = team_day(Path(tmp) / "data", base, facts, corrections)
+        print(
+            f"day with {corrections} correction(s) per fact: {day.answers} answers in {day.seconds:.0f} s, "
+            f"{day.corrections} corrections, {day.up} up, {day.down} down",
+            flush=True,
+        )
+        argv = [arg for arg in train_argv(settings) if arg != "--no-progress"] + extra
+        started = time.perf_counter()
+        code = train_job.main(argv)
+        seconds = time.perf_counter() - started
+        database = Database(settings.resolved_database_url)
+        try:
+            with database.session() as session:
+                run = latest_training_run(session)
+                assert run is not None, f"the training job left no run (exit status {code})"
+                detail = json.loads(run.detail or "{}")
+                version = run.candidate_version
+                candidate = registry.get(session, version=version) if version else None
+                status, summary = run.status, f"run {run.id} {run.status} {version or ''}".strip()
+        finally:
+            database.close()
+        outcome = train_job.Outcome(status, None, version, summary)
+        after = score(candidate.path, facts) if candidate is not None else before
+        return Trial(corrections, day, outcome, candidate, after, seconds, detail.get("augmentation") or {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corrections", default="1,3", help="corrections per fact, one trial each (e.g. 1 or 1,3)")
     parser.add_argument("--facts", type=int, default=len(FACTS), help="how many team facts (at least 30)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the CPU default)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--sft-weight", type=float, default=None, help="SFT term beside KTO (default: training's)")
     parser.add_argument("--anchors", type=int, default=None, help="general replay anchors (default: training's)")
+    parser.add_argument("--no-augment", action="store_true", help="train on the feedback as given")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
     parser.add_argument("--cache", type=Path, default=Path("data/bench"), help="where the converted model is kept")
     parser.add_argument("--show", action="store_true", help="print every held-out answer after training")
@@ -526,80 +662,69 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     facts = FACTS[: max(1, args.facts)]
+    extra: list[str] = []
+    for flag in ("epochs", "learning_rate", "sft_weight", "anchors", "threads"):
+        if getattr(args, flag) is not None:
+            extra += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.no_augment:
+        extra.append("--no-augment")
     base = loading.convert_packaged(args.cache)
-    with tempfile.TemporaryDirectory(prefix="ember-bench-learning-") as tmp:
-        data_dir = Path(tmp) / "data"
-        database = Database(f"sqlite:///{data_dir / 'ember.db'}")
-        database.upgrade()
-        before = score(str(base), facts)
-        day = simulate_day(database, str(base), facts, loading.PACKAGED_VERSION)
-        chosen = {
-            "epochs": args.epochs,
-            "learning_rate": args.learning_rate,
-            "sft_weight": args.sft_weight,
-            "anchors": args.anchors,
-        }
-        overrides = {k: v for k, v in chosen.items() if v is not None}
-        config = train_job.JobConfig(
-            data_dir=data_dir,
-            database_url=database.url,
-            system_prompt=SYSTEM_PROMPT,
-            model=str(base),
-            device="cpu",
-            min_examples=20,
-            train=overrides,
-            threads=args.threads,
-        )
-        started = time.perf_counter()
-        outcome = train_job.run(config)
-        run_seconds = time.perf_counter() - started
-        with database.session() as session:
-            candidate = registry.get(session, version=outcome.version) if outcome.version else None
-        after = score(candidate.path, facts) if candidate is not None else before
-        _report(facts, before, after, day, outcome, candidate, run_seconds, args.show)
-        database.close()
+    before = score(str(base), facts)
+    trials = [trial(base, facts, int(n), extra, before) for n in args.corrections.split(",")]
+    _report(facts, before, trials, extra, args.show)
 
 
-def _report(
-    facts: Sequence[Fact],
-    before: Scores,
-    after: Scores,
-    day: dict[str, int],
-    outcome: train_job.Outcome,
-    candidate: registry.VersionInfo | None,
-    seconds: float,
-    show: bool,
-) -> None:
+def _report(facts: Sequence[Fact], before: Scores, trials: Sequence[Trial], extra: list[str], show: bool) -> None:
     if show:
-        questions = [q for fact in facts for q in fact.paraphrases]
-        for question, answer in zip(questions, after.fact_answers, strict=True):
-            print(f"  Q: {question}\n  A: {answer}")
-        for (question, keys), old, new in zip(GENERAL, before.general_answers, after.general_answers, strict=True):
-            if correct(old, keys) != correct(new, keys):
-                print(f"  general Q: {question}\n    before: {old}\n    after:  {new}")
+        for t in trials:
+            print(f"\n-- after training with {t.corrections} correction(s) per fact")
+            questions = [q for fact in facts for q in fact.paraphrases]
+            for question, answer in zip(questions, t.after.fact_answers, strict=True):
+                print(f"  Q: {question}\n  A: {answer}")
+            for (question, keys), old, new in zip(
+                GENERAL, before.general_answers, t.after.general_answers, strict=True
+            ):
+                if correct(old, keys) != correct(new, keys):
+                    print(f"  general Q: {question}\n    before: {old}\n    after:  {new}")
     print()
     print(f"learning benchmark: {loading.PACKAGED_VERSION} on CPU ({os.cpu_count()} cores), retrieval off")
     print(f"team facts: {len(facts)} ({2 * len(facts)} held-out paraphrases); general questions: {len(GENERAL)}")
-    print(
-        f"simulated day: {day['turns']} answers, {day['up']} up, {day['down']} down, "
-        f"{day['corrections']} corrections, {day['private']} private (left out)"
-    )
-    print(f"nightly run: {outcome.summary}")
-    if candidate is not None:
-        print(f"training settings: {registry.read_metadata(Path(candidate.path)).get('settings')}")
+    print(f"training: ember train's defaults{' with ' + ' '.join(extra) if extra else ''}")
+    for t in trials:
+        aug = t.augmentation
+        written = (
+            f"{aug.get('from')} examples rephrased into {aug.get('examples')} more"
+            if "examples" in aug
+            else ("augmentation off" if aug.get("enabled") is False else f"augmentation: {aug.get('error', 'none')}")
+        )
+        print(
+            f"{t.corrections} correction(s)/fact: day {t.day.answers} answers ({t.day.right_at_once} fact answers "
+            f"right at once, {t.day.corrections} corrections, {t.day.up} up, {t.day.down} down, "
+            f"{t.day.private} private left out); {written}; {t.outcome.summary}"
+        )
     print()
-    print(f"{'':<34}{'before':>10}{'after':>10}{'change':>10}{'goal':>12}")
-    _row("team facts (held-out paraphrases)", before.facts, after.facts, ">= +50")
-    _row("team facts (asked during the day)", before.asked, after.asked, "")
-    _row("general questions", before.general, after.general, ">= -5")
-    print(f"{'nightly run time':<34}{seconds:>10.0f}s")
-    if candidate is not None:
-        gate = candidate.metrics
-        print(f"gate ({gate.get('reason')}): active {gate.get('active')} -> candidate {gate.get('candidate')}")
-
-
-def _row(name: str, before: float, after: float, goal: str) -> None:
-    print(f"{name:<34}{before:>9.1f}%{after:>9.1f}%{after - before:>+9.1f}{goal:>12}")
+    columns = [f"{t.corrections} corr." for t in trials]
+    print(f"{'':<36}{'before':>10}" + "".join(f"{c:>12}" for c in columns) + f"{'goal':>18}")
+    rows: list[tuple[str, float, list[float], str]] = [
+        ("team facts, held-out paraphrases", before.facts, [t.after.facts for t in trials], ">= +50 (1 corr.)"),
+        ("team facts, as asked in the day", before.asked, [t.after.asked for t in trials], ""),
+        ("general questions", before.general, [t.after.general for t in trials], ">= -5"),
+        ("answers that loop (greedy)", before.looping, [t.after.looping for t in trials], "< 2"),
+    ]
+    for name, first, news, goal in rows:
+        cells = "".join(f"{value:>7.1f}% {value - first:>+4.0f}" for value in news)
+        print(f"{name:<36}{first:>9.1f}%{cells}{goal:>18}")
+    print(
+        f"{'answers that loop (QA path, day)':<36}{'':>10}"
+        + "".join(
+            f"{_percent([True] * t.day.looping + [False] * (t.day.answers - t.day.looping)):>11.1f}%" for t in trials
+        )
+    )
+    print(f"{'gate decision':<36}{'':>10}" + "".join(f"{t.outcome.status:>12}" for t in trials))
+    print(f"{'nightly run time':<36}{'':>10}" + "".join(f"{t.seconds:>11.0f}s" for t in trials))
+    for t in trials:
+        if t.candidate is not None:
+            print(f"gate, {t.corrections} correction(s)/fact: " + "; ".join(plain_figures(t.candidate.metrics)))
 
 
 if __name__ == "__main__":
