@@ -135,9 +135,7 @@ def _left_out_line(detail: Mapping[str, Any]) -> str | None:
 
 def _augmentation_line(detail: Mapping[str, Any]) -> str | None:
     augmentation = _mapping(detail.get("augmentation"))
-    if not augmentation:
-        return None
-    if augmentation.get("enabled") is False:
+    if not augmentation or augmentation.get("enabled") is False:
         return None
     if isinstance(augmentation.get("error"), str):
         return f"*In more words:* skipped, the rephrasing failed ({escape(augmentation['error'])})"

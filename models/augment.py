@@ -22,7 +22,6 @@ trained on, they measure what people will meet, a known fact asked in new words.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -32,8 +31,6 @@ from models.dataset import Example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-log = logging.getLogger(__name__)
 
 # What gets augmented: what the team said is right.
 SOURCES = frozenset({"correction", "upvote"})
@@ -126,14 +123,13 @@ class Augmentation:
     held_back: list[Example] = field(default_factory=list)  # taught facts in words kept for the gate
     records: list[Augmented] = field(default_factory=list)
 
-    def summary(self, *, limit: int | None = None) -> dict[str, Any]:
-        """The record a training run keeps: how many, and what (all of it unless `limit`)."""
-        shown = self.records if limit is None else self.records[:limit]
+    def summary(self) -> dict[str, Any]:
+        """The record a training run keeps: how many, and all of what was written."""
         return {
             "examples": len(self.examples),
             "from": len(self.records),
             "held_back": len(self.held_back),
-            "items": [record.as_dict() for record in shown],
+            "items": [record.as_dict() for record in self.records],
         }
 
 
@@ -217,7 +213,7 @@ def _sentences(
         _SENTENCE_SHOTS.format(question=examples[i].question, answer=examples[i].completion.rstrip("."))
         for i in fragments
     ]
-    written = _continue(model, tokenizer, prompts, samples=1, seed=seed, do_sample=False)
+    written = _continue(model, tokenizer, prompts, samples=1, seed=seed)
     for i, lines in zip(fragments, written, strict=True):
         line = lines[0] if lines else ""
         fragment = examples[i].completion.strip().rstrip(".").casefold()
@@ -230,7 +226,7 @@ def _candidates(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], seed: int
 ) -> list[list[str]]:
     """`SAMPLES` sampled first lines for each prompt."""
-    return _continue(model, tokenizer, prompts, samples=SAMPLES, seed=seed, do_sample=True)
+    return _continue(model, tokenizer, prompts, samples=SAMPLES, seed=seed)
 
 
 def _continue(
@@ -240,10 +236,10 @@ def _continue(
     *,
     samples: int,
     seed: int,
-    do_sample: bool,
     batch_size: int = 8,
 ) -> list[list[str]]:
-    """The first line the model writes after each prompt (plain text continuation, no chat template).
+    """The first line the model writes after each prompt (plain text continuation, no chat template):
+    the greedy one for `samples=1`, else `samples` sampled ones.
 
     Each prompt is read once and its cache copied for its samples: the few-shot prompt is most of
     the work, and `num_return_sequences` would read it once per sample.
@@ -251,16 +247,17 @@ def _continue(
     import torch
     from transformers import DynamicCache
 
+    from models.evaluation import left_padded
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     torch.manual_seed(seed)
-    repeat = samples if do_sample else 1
+    repeat = samples
     out: list[list[str]] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [_tokens(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+        input_ids, attention = left_padded(encoded, int(pad), device)
+        width = input_ids.shape[1]
         with torch.inference_mode():
             cache: Any = DynamicCache()
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -275,7 +272,7 @@ def _continue(
             if repeat > 1:
                 cache.batch_repeat_interleave(repeat)
             options: dict[str, Any] = (
-                {"do_sample": True, "temperature": TEMPERATURE, "top_p": TOP_P} if do_sample else {"do_sample": False}
+                {"do_sample": True, "temperature": TEMPERATURE, "top_p": TOP_P} if repeat > 1 else {"do_sample": False}
             )
             generated: Any = cast(Any, model).generate(
                 input_ids=input_ids.repeat_interleave(repeat, dim=0),

@@ -175,9 +175,8 @@ def generate(
             _ids(tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=True))
             for p in prompts[start : start + batch_size]
         ]
-        width = max(len(ids) for ids in rendered)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rendered], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rendered], device=device)
+        input_ids, attention = left_padded(rendered, int(pad), device)
+        width = input_ids.shape[1]
         with torch.inference_mode():
             output: Any = cast(Any, model).generate(
                 input_ids=input_ids,
@@ -191,6 +190,17 @@ def generate(
             text = str(tokenizer.decode(new, skip_special_tokens=True)).strip()
             answers.append(Generated(text, finished=bool(stops.intersection(new))))
     return answers
+
+
+def left_padded(rows: Sequence[list[int]], pad: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded on the left to one width, and their attention mask: batched generation
+    starts writing where every prompt ends."""
+    import torch
+
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows], device=device)
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=device)
+    return input_ids, attention
 
 
 def measure_version(

@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.schema import ModelVersion, utcnow
+from models.evaluation import plain_figures
 from models.loading import ModelSource
 
 log = logging.getLogger(__name__)
@@ -271,8 +272,6 @@ def format_versions(versions: list[VersionInfo]) -> str:
 
 
 def _headline(info: VersionInfo) -> str:
-    from models.evaluation import plain_figures
-
     parts = plain_figures(info.metrics)
     if "rolled_back_at" in info.metrics:
         parts.append("rolled back")
