@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.settings import Settings, SettingsError
+from handlers.slack.claims import claim_middleware
 from handlers.slack.services import CONTEXT_KEY, Services
 from handlers.slack.wiring import register
 
@@ -38,6 +39,8 @@ def build_bolt_app(settings: Settings, services: Services, *, executor: Executor
         logger=logging.getLogger("ember.bolt"),
     )
     app.use(_inject(services))
+    # Before the ack: an answerable event is claimed, with what is needed to answer it after a crash.
+    app.use(claim_middleware)
     register(app)
     return app
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import App
 
 from bot.app import build_bolt_app, check_slack
+from bot.claim_keeper import ClaimKeeper, instance_id
 from bot.digest_jobs import DigestJobs
 from bot.metrics import Metrics
 from bot.scheduler import Scheduler
@@ -129,6 +130,8 @@ class Ember:
     reported_run: int | None = None
     # Bolt's listeners: short work only (acks, votes, modals); answers move on to `executor`.
     listeners: ThreadPoolExecutor | None = None
+    # Heartbeat of this process's claims on events; takes over those of processes that died.
+    claims: ClaimKeeper | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -164,6 +167,7 @@ class Ember:
             recall=recall,
             max_queue=settings.max_queue,
             stream_interval=settings.stream_interval,
+            owner=instance_id(),
         )
         executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="ember-answer")
         services.background = executor.submit
@@ -171,6 +175,11 @@ class Ember:
         # minutes, never hold these (handlers.slack.answering hands them to `executor`).
         listeners = ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="ember-listener")
         bolt = build_bolt_app(settings, services, executor=listeners)
+        assert services.owner is not None
+        claims = ClaimKeeper(
+            database, bolt, owner=services.owner, interval=settings.claim_heartbeat, lease=services.event_lease
+        )
+        services.owner_stale_after = claims.stale_after
         # Digests read and post with the app's own client (its retry handlers honour 429 Retry-After).
         services.digests = DigestRunner(
             db=database,
@@ -212,6 +221,7 @@ class Ember:
             socket_handler,
             owns_engine,
             listeners=listeners,
+            claims=claims,
         )
 
     @property
@@ -228,6 +238,9 @@ class Ember:
                 )
                 self.scheduler.start()
                 self._start_digests(self.scheduler)
+            if self.claims is not None:
+                # Before new events arrive: what a dead process left is answered first.
+                self.claims.start()
             self.http.start()
             if self.socket_handler is not None:
                 self.socket_handler.connect()
@@ -293,6 +306,8 @@ class Ember:
             self.reported_run = reported
 
     def stop(self) -> None:
+        if self.claims is not None:
+            self.claims.drain()
         if self.digest_jobs is not None:
             self.digest_jobs.stop()
         if self.scheduler is not None:
@@ -304,6 +319,8 @@ class Ember:
             self.listeners.shutdown(wait=True)
         # Questions already taken on are answered before the model goes away.
         self.executor.shutdown(wait=True)
+        if self.claims is not None:
+            self.claims.stop()
         if self.owns_engine:
             self.engine.close()
         self.db.close()

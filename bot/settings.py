@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     train_misfire_grace: int = Field(default=6 * 3600, ge=1, validation_alias="EMBER_TRAIN_MISFIRE_GRACE")
     model_sync_seconds: int = Field(default=60, ge=1, validation_alias="EMBER_MODEL_SYNC_SECONDS")
     stream_interval: float = Field(default=1.0, ge=0, validation_alias="EMBER_STREAM_INTERVAL")
+    claim_heartbeat: float = Field(default=10.0, gt=0, validation_alias="EMBER_CLAIM_HEARTBEAT")
     max_queue: int = Field(default=16, ge=0, validation_alias="EMBER_MAX_QUEUE")
     kv_cache_tokens: int = Field(default=32_768, ge=256, validation_alias="EMBER_KV_CACHE_TOKENS")
     max_batch_tokens: int = Field(default=2048, ge=64, validation_alias="EMBER_MAX_BATCH_TOKENS")

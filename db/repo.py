@@ -8,17 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from db.digests import forget_digests
 from db.memory import delete_turn_memories, delete_user_memories
 from db.redact import redact
-from db.schema import HandledEvent, ToolCall, TrainingRun, Turn, Vote, utcnow
+from db.schema import ToolCall, TrainingRun, Turn, Vote, utcnow
 
 if TYPE_CHECKING:
     from db.vector_index import VectorIndex
@@ -91,51 +90,12 @@ def conversation_turns(session: Session, *, conversation: Conversation, limit: i
     return list(reversed(rows))
 
 
+def turn_by_question(session: Session, *, channel_id: str, question_ts: str) -> Turn | None:
+    return session.scalars(select(Turn).where(Turn.channel_id == channel_id, Turn.question_ts == question_ts)).first()
+
+
 def turn_by_answer(session: Session, *, channel_id: str, answer_ts: str) -> Turn | None:
     return session.scalars(select(Turn).where(Turn.channel_id == channel_id, Turn.answer_ts == answer_ts)).first()
-
-
-def claim_event(session: Session, *, event_id: str, lease: timedelta) -> bool:
-    """Take on a Slack event unless it is answered or another worker is still answering it.
-
-    Slack redelivers an event it thinks failed. A redelivery must not answer twice, but an attempt
-    that really failed (an error, or a worker that died and let its lease run out) may be taken over.
-    """
-    now = utcnow()
-    try:
-        with session.begin_nested():
-            session.add(HandledEvent(event_id=event_id, status="claimed", attempts=1, lease_until=now + lease))
-        return True
-    except IntegrityError:
-        pass
-    taken = session.execute(
-        update(HandledEvent)
-        .where(
-            HandledEvent.event_id == event_id,
-            HandledEvent.status != "done",
-            (HandledEvent.status == "failed") | (HandledEvent.lease_until < now),
-        )
-        .values(status="claimed", attempts=HandledEvent.attempts + 1, lease_until=now + lease, updated_at=now)
-    )
-    return bool(getattr(taken, "rowcount", 0) == 1)
-
-
-def finish_event(session: Session, *, event_id: str, ok: bool) -> None:
-    session.execute(
-        update(HandledEvent)
-        .where(HandledEvent.event_id == event_id)
-        .values(status="done" if ok else "failed", updated_at=utcnow())
-    )
-
-
-def event_status(session: Session, *, event_id: str) -> str | None:
-    return session.scalar(select(HandledEvent.status).where(HandledEvent.event_id == event_id))
-
-
-def prune_events(session: Session, *, older_than: timedelta) -> int:
-    """Slack stops retrying after about 5 minutes; records far older than that are dead weight."""
-    result = session.execute(delete(HandledEvent).where(HandledEvent.first_seen < utcnow() - older_than))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 class ToolCallLike(Protocol):

@@ -61,6 +61,24 @@ class HandledEvent(Base):
     lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The process answering it (an `Instance`); when that process stops beating, another takes over.
+    owner: Mapped[str | None] = mapped_column(String(128))
+    # What is needed to answer it again: the event's envelope as JSON. Cleared once it is settled.
+    work: Mapped[str | None] = mapped_column(Text)
+    # Messages already posted for it (a JSON list of ts), so a takeover can clear a half-written answer.
+    replies: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_handled_events_owner", "status", "owner"),)
+
+
+class Instance(Base):
+    """A running Ember process, alive while its heartbeat is fresh (see db.claims)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Memory(Base):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from db.repo import claim_event, finish_event
+from db.claims import clear_replies, finish_event, note_reply, posted_replies
+from db.repo import turn_by_question
 from db.search import MemoryHit
 from handlers.qa.agent import ToolStep
 from handlers.qa.handler import PendingAnswer
@@ -75,17 +76,17 @@ class ReplyTarget:
 def answer_and_post(
     services: Services, client: WebClient, ask: SlackAsk, *, bot_user_id: str | None, target: ReplyTarget | None = None
 ) -> None:
+    """Answer `ask` in the answer pool; Bolt's listener thread is free again at once. An event's claim
+    was taken before its ack (handlers.slack.claims); this settles it."""
     target = target or ReplyTarget.replying_to(ask)
-    if ask.event_id and not _claim(services, ask.event_id):
-        log.info("event %s is already answered or being answered; not answering again", ask.event_id)
-        return
-    # Claimed here, answered in the answer pool: Bolt's listener thread is free again at once.
     services.in_background(lambda: _answer_claimed(services, client, ask, target, bot_user_id))
 
 
 def _answer_claimed(
     services: Services, client: WebClient, ask: SlackAsk, target: ReplyTarget, bot_user_id: str | None
 ) -> None:
+    if ask.event_id and not _clear_earlier_attempt(services, client, ask):
+        return
     try:
         thread = fetch_thread(client, ask.channel_id, ask.reply_thread_ts, skip_ts=ask.ts, bot_user_id=bot_user_id)
         question = ask.question(thread)
@@ -144,8 +145,48 @@ def _write(
         error_text=FAILURE_REPLY,
         update_interval=services.stream_interval,
         respond=target.respond,
+        on_posted=_noting(services, ask.event_id),
     )
     return final[0], posted
+
+
+def _noting(services: Services, event_id: str | None) -> Callable[[str], None] | None:
+    """Keeps each message an event's answer posts on its claim, for a takeover to clear."""
+    if event_id is None:
+        return None
+
+    def note(ts: str) -> None:
+        with services.db.session() as session:
+            note_reply(session, event_id=event_id, ts=ts)
+
+    return note
+
+
+def _clear_earlier_attempt(services: Services, client: WebClient, ask: SlackAsk) -> bool:
+    """Before answering an event taken over from a process that died: False if that process had
+    finished the answer, else True once its half-written messages are gone."""
+    assert ask.event_id is not None
+    with services.db.session() as session:
+        left = posted_replies(session, event_id=ask.event_id)
+        answered = (
+            bool(left)
+            and ask.ts is not None
+            and (turn_by_question(session, channel_id=ask.channel_id, question_ts=ask.ts) is not None)
+        )
+    if answered:
+        log.info("event %s was answered before its process died; settling it", ask.event_id)
+        _finish(services, ask.event_id, ok=True)
+        return False
+    for ts in left:
+        try:
+            client.chat_delete(channel=ask.channel_id, ts=ts)
+        except SlackApiError as exc:
+            log.warning("could not remove a half-written answer %s in %s: %s", ts, ask.channel_id, exc)
+    if left:
+        log.info("event %s: removed %d half-written message(s) of an earlier attempt", ask.event_id, len(left))
+        with services.db.session() as session:
+            clear_replies(session, event_id=ask.event_id)
+    return True
 
 
 def _headed(heading: str, deltas: Iterator[str]) -> Iterator[str]:
@@ -211,17 +252,9 @@ def tell_if_busy(services: Services, client: WebClient, ask: SlackAsk) -> None:
         log.warning("could not tell %s they are queued: %s", ask.user_id, exc.response.get("error"))
 
 
-def _claim(services: Services, event_id: str) -> bool:
-    with services.db.session() as session:
-        return claim_event(session, event_id=event_id, lease=services.event_lease)
-
-
-def claim_once(services: Services, event_id: str) -> bool:
-    """Claim an event whose handling is a single quick step: it is done as soon as it is claimed."""
-    if not _claim(services, event_id):
-        return False
+def settle(services: Services, event_id: str | None) -> None:
+    """An event's claim whose handling was one quick step (a correction, a help reply) is done."""
     _finish(services, event_id, ok=True)
-    return True
 
 
 def _finish(services: Services, event_id: str | None, *, ok: bool) -> None:

@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 
 from db.feedback import remember_correction
 from db.repo import conversation_turns
-from handlers.slack.answering import claim_once
+from handlers.slack.answering import settle
 from handlers.slack.asks import SlackAsk
 from handlers.slack.services import Services
 
@@ -34,8 +34,6 @@ def take_correction(services: Services, client: WebClient, ask: SlackAsk) -> boo
         earlier = conversation_turns(session, conversation=ask.conversation, limit=1)
     if not earlier:
         return False
-    if ask.event_id and not claim_once(services, ask.event_id):
-        return True
     with services.db.session() as session:
         remember_correction(
             session,
@@ -56,4 +54,5 @@ def take_correction(services: Services, client: WebClient, ask: SlackAsk) -> boo
             else "I'll learn that in tonight's training."
         ),
     )
+    settle(services, ask.event_id)
     return True

@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt import BoltContext
 from slack_sdk import WebClient
 
-from handlers.slack.answering import answer_and_post
+from handlers.slack.answering import answer_and_post, settle
 from handlers.slack.asks import ask_from_event
 from handlers.slack.corrections import take_correction
 from handlers.slack.services import CONTEXT_KEY, Services
@@ -24,6 +24,7 @@ def on_app_mention(body: dict[str, Any], event: dict[str, Any], client: WebClien
     )
     if not ask.text:
         client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=BARE_MENTION_HELP)
+        settle(services, ask.event_id)
         return
     if take_correction(services, client, ask):
         return

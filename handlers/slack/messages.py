@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt import BoltContext
 from slack_sdk import WebClient
 
-from handlers.slack.answering import answer_and_post
+from handlers.slack.answering import answer_and_post, settle
 from handlers.slack.asks import ask_from_event
 from handlers.slack.services import CONTEXT_KEY, Services
 from handlers.slack.text import BARE_MENTION_HELP, is_from_person
@@ -21,5 +21,6 @@ def on_message(body: dict[str, Any], event: dict[str, Any], client: WebClient, c
     ask = ask_from_event(body, event, channel_type="im", bot_user_id=context.bot_user_id, source="dm", in_thread=False)
     if not ask.text:
         client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=BARE_MENTION_HELP)
+        settle(services, ask.event_id)
         return
     answer_and_post(services, client, ask, bot_user_id=context.bot_user_id)

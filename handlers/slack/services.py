@@ -32,6 +32,10 @@ class Services:
     stream_interval: float = 1.0
     # How long a claimed event stays claimed before a retry may take it over (the worker died).
     event_lease: timedelta = timedelta(minutes=10)
+    # This process, as the owner of its claims (db.claims), and how long an owner may go without a
+    # heartbeat before its claims are taken over. None: claims name no owner and only the lease counts.
+    owner: str | None = None
+    owner_stale_after: timedelta = timedelta(seconds=30)
     # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
     streaming: StreamingSupport = field(default_factory=StreamingSupport)
     channels: ChannelTypes = field(default_factory=ChannelTypes)

@@ -96,10 +96,11 @@ class SlackStreamer:
         sleep: Callable[[float], None] = time.sleep,
         text_limit: int = 3_500,
         respond: Respond | None = None,
+        on_posted: Callable[[str], None] | None = None,
     ) -> None:
         if text_limit < MIN_LIMIT:
             raise ValueError(f"text_limit must be at least {MIN_LIMIT}, not {text_limit}")
-        self._api = Api(client, channel, thread_ts, sleep)
+        self._api = Api(client, channel, thread_ts, sleep, on_posted)
         recipients = {"recipient_team_id": recipient_team_id, "recipient_user_id": recipient_user_id}
         self._writer: Writer = (
             NativeWriter(self._api, text_limit, recipients)
@@ -211,11 +212,13 @@ def stream_answer(
     blocks: list[Block] | None = None,
     error_text: str = DEFAULT_ERROR_TEXT,
     respond: Respond | None = None,
+    on_posted: Callable[[str], None] | None = None,
 ) -> PostedAnswer:
     """Stream `deltas` and finish with `final_text()` (called after the last delta) and `blocks`.
 
     With `support`, a workspace (`team_id`) that cannot stream natively is remembered and skipped later.
     With `respond` (a slash command's), a channel Ember may not post in gets the answer through it.
+    `on_posted(ts)` hears of every message the answer posts.
     If the deltas raise, `error_text` replaces the partial answer and the exception propagates.
     """
     streamer = SlackStreamer(
@@ -230,6 +233,7 @@ def stream_answer(
         sleep=sleep,
         text_limit=text_limit,
         respond=respond,
+        on_posted=on_posted,
     )
     try:
         try:

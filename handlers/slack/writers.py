@@ -50,11 +50,28 @@ class PostedAnswer:
 class Api:
     """The WebClient calls a streamer makes, in one channel and thread."""
 
-    def __init__(self, client: WebClient, channel: str, thread_ts: str | None, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        client: WebClient,
+        channel: str,
+        thread_ts: str | None,
+        sleep: Callable[[float], None],
+        on_posted: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self._sleep = sleep
+        self._on_posted = on_posted
+
+    def posted(self, ts: str) -> str:
+        """A new message of this answer is in Slack (whoever takes the answer over must clear it)."""
+        if self._on_posted is not None:
+            try:
+                self._on_posted(ts)
+            except Exception:  # bookkeeping; the answer goes on
+                log.exception("could not note message %s in %s", ts, self.channel)
+        return ts
 
     def call(self, method: Call, *, must_land: bool, **kwargs: Any) -> SlackResponse:
         """`method(channel=..., **kwargs)`; when it must land, a rate limit that escapes is waited out."""
@@ -71,7 +88,7 @@ class Api:
         response = self.call(
             self.client.chat_postMessage, must_land=must_land, thread_ts=self.thread_ts, text=text, blocks=blocks
         )
-        return str(response["ts"])
+        return self.posted(str(response["ts"]))
 
     def update(self, ts: str, text: str, blocks: list[Block] | None, *, must_land: bool) -> None:
         self.call(self.client.chat_update, must_land=must_land, ts=ts, text=text, blocks=blocks)
@@ -243,7 +260,7 @@ class NativeWriter(Writer):
                     markdown_text=target,
                     **self._recipients,
                 )
-                stream.ts, stream.sent = str(response["ts"]), target
+                stream.ts, stream.sent = self.api.posted(str(response["ts"])), target
         elif delta:
             self.api.call(self.api.client.chat_appendStream, must_land=must_land, ts=stream.ts, markdown_text=delta)
             stream.sent = target

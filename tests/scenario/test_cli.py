@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from bot.settings import Settings
 from db import Database
@@ -21,7 +16,7 @@ from models.evaluation import log_likelihoods
 from models.loading import ModelSource, load
 from playground import LocalSlack, SlackClient
 from tests.conftest import SIGNING_SECRET
-from tests.support.cli import ember, ember_env
+from tests.support.cli import ember, ember_env, free_port, start_ember_run
 from tests.support.planted import FACT, HELD, POOL, TRAINED, UNKNOWN, Feedback, add_feedback
 from tests.support.scenario import answered
 
@@ -99,12 +94,6 @@ def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "ember.db").is_file()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tiny_model_dir: Path) -> None:
     port = free_port()
     with LocalSlack(bot_token="xoxb-test", bot_user_id="UBOT") as slack:
@@ -113,30 +102,12 @@ def test_ember_run_serves_slack_and_stops_cleanly_on_sigterm(tmp_path: Path, tin
             SLACK_BOT_TOKEN="xoxb-test",
             SLACK_SIGNING_SECRET=SIGNING_SECRET,
             SLACK_API_URL=slack.api_url,
-            EMBER_PORT=str(port),
             EMBER_MODEL=str(tiny_model_dir),
             EMBER_MAX_NEW_TOKENS="8",
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = start_ember_run(tmp_path, env, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stdout.read() if process.stdout else ""
-                try:
-                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                assert time.monotonic() < deadline, "ember run did not come up"
-                time.sleep(0.2)
             channel, alice = slack.add_channel("general"), slack.add_user("alice")
             envelope = slack.mention(channel, alice, "hello from a real process")
             assert SlackClient(f"{url}/slack/events", SIGNING_SECRET).send_event(envelope).status_code == 200
