@@ -132,6 +132,8 @@ def switch_to(page: Page, name: str) -> str:
 def open_channel(page: Page, name: str) -> None:
     page.locator(f"#channel-list .sidebar-item[data-channel-name='{name}']").click()
     page.wait_for_selector(f"#channel-list .sidebar-item.active[data-channel-name='{name}']")
+    # Opening a channel empties the pane and loads its history; the intro comes with it.
+    page.locator("#messages .channel-intro").wait_for()
 
 
 def send(page: Page, text: str, box: str = "#composer") -> None:
