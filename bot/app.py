@@ -10,7 +10,11 @@ from urllib.error import URLError
 from slack_bolt import App, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 
 from bot.settings import Settings, SettingsError
 from handlers.slack.claims import claim_middleware
@@ -19,22 +23,20 @@ from handlers.slack.wiring import register
 
 log = logging.getLogger(__name__)
 
+RETRIES = 3  # per Web API call, for each of: 429, 5xx, a dropped connection
+
 
 def build_bolt_app(settings: Settings, services: Services, *, executor: Executor) -> App:
     settings.require_slack()
     assert settings.slack_bot_token is not None  # require_slack() said so
     token = settings.slack_bot_token.get_secret_value()
-    client = WebClient(
-        token=token,
-        base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)],
-    )
+    client = web_client(settings, token)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = App(
         client=client,
         signing_secret=secret,
-        # Socket Mode has no signature to check; HTTP always does.
-        request_verification_enabled=not settings.socket_mode,
+        # Socket Mode has no signature to check; over HTTP, bot.server checks it before Bolt sees the request.
+        request_verification_enabled=False,
         listener_executor=executor,
         logger=logging.getLogger("ember.bolt"),
     )
@@ -45,13 +47,28 @@ def build_bolt_app(settings: Settings, services: Services, *, executor: Executor
     return app
 
 
+def web_client(settings: Settings, token: str | None = None) -> WebClient:
+    """Every WebClient Ember makes: pointed at SLACK_API_URL, riding out rate limits (waiting what
+    Retry-After says), Slack's 5xx answers and dropped connections, each a few times."""
+    return WebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=RETRIES),
+            ServerErrorRetryHandler(max_retry_count=RETRIES),
+            ConnectionErrorRetryHandler(max_retry_count=RETRIES),
+        ],
+    )
+
+
 def check_slack(settings: Settings) -> None:
     """Ask Slack who we are, so a wrong token or URL stops start-up with a clear message."""
     assert settings.slack_bot_token is not None
-    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    client = web_client(settings, settings.slack_bot_token.get_secret_value())
     try:
         identity = client.auth_test()
     except SlackApiError as exc:
+        _check_api_url(settings, exc)
         error = exc.response.get("error")
         raise SettingsError(
             f"Slack rejected SLACK_BOT_TOKEN ({error}): set it to the Bot User OAuth Token of your app (xoxb-...)."
@@ -70,13 +87,33 @@ def _check_app_token(settings: Settings, token: str) -> None:
     """Socket Mode opens its connection with the app-level token: a wrong one must stop start-up here,
     not after the model has loaded. The URL this asks for is single-use and simply left unused."""
     try:
-        WebClient(base_url=settings.slack_api_url).apps_connections_open(app_token=token)
+        web_client(settings).apps_connections_open(app_token=token)
     except SlackApiError as exc:
+        _check_api_url(settings, exc)
         error = exc.response.get("error")
         raise SettingsError(
             f"Slack rejected SLACK_APP_TOKEN ({error}): set it to an app-level token with the "
             "connections:write scope (xapp-...), or unset it to receive events over HTTP."
         ) from None
+
+
+# What a Web API answers for a method it does not have: the URL's path is wrong, not the token.
+_NOT_AN_API = frozenset({"unknown_method", "not_found", None})
+
+
+def _check_api_url(settings: Settings, exc: SlackApiError) -> None:
+    """A refusal that is not Slack's (not JSON, an HTTP error, no such method) blames SLACK_API_URL."""
+    response = exc.response
+    data = response.data if isinstance(response.data, dict) else None
+    error = data.get("error") if data is not None else None
+    if data is not None and response.status_code in (200, 429) and error not in _NOT_AN_API:
+        return
+    what = "not JSON" if data is None else f"error {error}" if error else "no error named"
+    raise SettingsError(
+        f"SLACK_API_URL={settings.slack_api_url} does not answer like Slack's Web API "
+        f"(HTTP {response.status_code}, {what}): unset it to use https://slack.com/api/, or set it to "
+        "the base URL of a Slack-compatible server, ending in /api/."
+    ) from None
 
 
 def _inject(services: Services) -> Callable[[BoltContext, Callable[[], None]], None]:

@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from bot import logs
@@ -72,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     database_sub = database.add_subparsers(required=True, metavar="ACTION")
     upgrade = database_sub.add_parser("upgrade", help="apply database migrations")
     upgrade.set_defaults(func=_db_upgrade)
+    backup = database_sub.add_parser(
+        "backup", help="copy the database and model versions into a new folder PATH, while the bot runs"
+    )
+    backup.add_argument("path", type=Path)
+    backup.set_defaults(func=_db_backup)
+    restore = database_sub.add_parser("restore", help="restore a backup from PATH into an empty EMBER_DATA_DIR")
+    restore.add_argument("path", type=Path)
+    restore.set_defaults(func=_db_restore)
     return parser
 
 
@@ -153,6 +162,22 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 
     open_database(settings).close()
     print(f"database is up to date: {settings.resolved_database_url}")
+    return 0
+
+
+def _db_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.backup import backup
+
+    summary = backup(settings, args.path)
+    print(f"backed up to {args.path}: {summary.describe()}")
+    return 0
+
+
+def _db_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.backup import restore
+
+    summary = restore(settings, args.path)
+    print(f"restored into {settings.data_dir}: {summary.describe()}")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
-from bot.app import build_bolt_app, check_slack
+from bot.app import build_bolt_app, check_slack, web_client
 from bot.claim_keeper import ClaimKeeper, instance_id
 from bot.digest_jobs import DigestJobs
 from bot.metrics import Metrics
@@ -110,6 +110,7 @@ def build_qa(
 
 # Bolt's listener threads; each holds a request only for a listener's quick part.
 LISTENER_THREADS = 16
+SOCKET_PING_SECONDS = 2.0
 
 
 @dataclass
@@ -208,7 +209,14 @@ class Ember:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             assert settings.slack_app_token is not None
-            socket_handler = SocketModeHandler(bolt, settings.slack_app_token.get_secret_value())
+            # Pinged every 2 s, a connection that stops answering is dropped and reopened within about
+            # 10 s (slack_sdk calls it stale after 4 missed pongs); the default of 10 s took ~55 s.
+            socket_handler = SocketModeHandler(
+                bolt,
+                settings.slack_app_token.get_secret_value(),
+                web_client=web_client(settings),
+                ping_interval=SOCKET_PING_SECONDS,
+            )
         return cls(
             settings,
             database,

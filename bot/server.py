@@ -1,8 +1,10 @@
 """The HTTP front: `POST /slack/events` (events, slash commands, interactivity), `GET /healthz`, `GET /metrics`.
 
 Served by waitress, a production WSGI server that runs in this process, so the model stays resident
-in one place. Requests are checked here before Bolt sees them: a bad signature or a stale timestamp
-gets 401, and a body that does not parse gets 400 (Bolt alone would answer 500, and Slack retries that).
+in one place. Requests are checked here, and only here, before Bolt sees them: a bad signature or a
+stale timestamp gets 401; a body that does not parse, or whose shape is not one Slack sends
+(handlers.slack.envelopes), gets 400 with the reason (Bolt alone would answer 500, and Slack retries
+that); an event or interaction Ember has no listener for gets 200 and goes no further.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
 from waitress.server import create_server
+
+from handlers.slack import envelopes
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -81,8 +85,12 @@ class EmberWSGI:
             body = parse_body(raw, headers["content-type"].split(";")[0].strip() or None)
         except ValueError:
             return 400, {"content-type": "text/plain"}, "malformed request body\n"
-        if not isinstance(body, dict):
-            return 400, {"content-type": "text/plain"}, "request body is not a JSON object\n"
+        verdict = envelopes.check(body)
+        if verdict == envelopes.IGNORE:
+            return 200, {"content-type": "text/plain"}, ""
+        if verdict != envelopes.OK:
+            log.warning("refused a signed request from Slack: %s", verdict)
+            return 400, {"content-type": "text/plain"}, f"{verdict}\n"
         response = self.bolt.dispatch(
             BoltRequest(body=raw, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()})
         )

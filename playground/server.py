@@ -169,7 +169,8 @@ class LocalSlack:
     def fail_next(
         self, method: str, error: str = "ratelimited", status: int = 429, retry_after: int | None = 1, times: int = 1
     ) -> None:
-        """Answer the next `times` calls of `method` (or "response_url") with an error."""
+        """Answer the next `times` calls of `method` (or "response_url") with an error; `status=0`
+        drops the connection unanswered instead. Faults queue up per method, in the order added."""
         self._faults.add(method, Fault(error, status, retry_after), times)
 
     @property

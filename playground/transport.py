@@ -36,6 +36,8 @@ class HttpResponse:
 
 
 App = Callable[[HttpRequest], HttpResponse]
+# A response with this status is no response: the connection is closed unanswered.
+DROP = 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -74,6 +76,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._write(cast(_Server, self.server).app(request))
 
     def _write(self, response: HttpResponse) -> None:
+        if response.status == DROP:
+            self.close_connection = True  # a dropped connection: no status line, no body
+            return
         payload = json.dumps(response.body).encode()
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

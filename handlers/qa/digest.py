@@ -81,6 +81,10 @@ REDUCE_EXAMPLE = (
 # --- what goes in and what comes out ---------------------------------------------------------------
 
 
+class WindowTooSmall(ValueError):
+    """The model's context window cannot hold the instruction and any messages to summarise."""
+
+
 @dataclass(frozen=True)
 class SourceMessage:
     ts: str  # Slack ts, unique per channel
@@ -533,7 +537,7 @@ class Summariser:
         """Tokens left for lines once the instruction, the example and the reply are counted."""
         room = self.window - new - self.engine.count_tokens(empty_prompt) - SAFETY_TOKENS
         if room < 16:
-            raise ValueError(f"a {self.window}-token window leaves no room for messages beside the instruction")
+            raise WindowTooSmall(f"a {self.window}-token window leaves no room for messages beside the instruction")
         return room
 
     def _tokens(self, line: str) -> int:

@@ -31,6 +31,7 @@ from db.digests import (
     unsubscribe,
 )
 from db.visibility import dm_digest_holds
+from handlers.qa.digest import WindowTooSmall
 from handlers.qa.schedule import cron_trigger, next_firing
 from handlers.slack.digest_post import DIGEST_UP
 from handlers.slack.services import CONTEXT_KEY, Services
@@ -283,6 +284,12 @@ def _summarize(services: Services, client: WebClient, channel_id: str, ts: str, 
         if error == "thread_not_found":
             return "I can't find that thread any more."
         raise
+    except WindowTooSmall as exc:
+        log.warning("cannot summarise %s in %s: %s", ts, channel_id, exc)
+        return (
+            "The model I run on reads too little at once to summarise a thread. "
+            "Whoever runs Ember can set `EMBER_MODEL` to a model with a longer context window."
+        )
     if collected.messages == 0:
         return "That thread has nothing from people for me to sum up."
     return runner.thread_text(collected, digest)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,43 @@ def test_run_with_an_unreachable_slack_api_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot reach Slack's Web API at SLACK_API_URL=http://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class _WebPage(http.server.BaseHTTPRequestHandler):
+    """A web server that is not Slack's Web API: every request gets an HTML page."""
+
+    def do_POST(self) -> None:
+        page = b"<html><body>Welcome to our intranet</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_run_with_a_slack_api_url_that_is_not_slack_names_the_url_not_the_token(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with LocalSlack(bot_token="xoxb-test") as slack:
+            for url in (f"http://127.0.0.1:{server.server_port}/", slack.api_url + "wrong/path/"):
+                result = ember(
+                    tmp_path,
+                    "run",
+                    SLACK_BOT_TOKEN="xoxb-test",
+                    SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                    SLACK_API_URL=url,
+                    EMBER_MODEL="/nonexistent/model",
+                    timeout=120,
+                )
+                assert result.returncode == 2, result.stderr
+                assert f"SLACK_API_URL={url} does not answer like Slack's Web API" in result.stderr
+                assert "SLACK_BOT_TOKEN" not in result.stderr and "Traceback" not in result.stderr
+    finally:
+        server.shutdown()
 
 
 def test_the_openai_backend_needs_its_url(tmp_path: Path) -> None:
