@@ -106,9 +106,11 @@ def _check_api_url(settings: Settings, exc: SlackApiError) -> None:
     response = exc.response
     data = response.data if isinstance(response.data, dict) else None
     error = data.get("error") if data is not None else None
-    if data is not None and response.status_code in (200, 429) and error not in _NOT_AN_API:
+    # slack_sdk stands in {"ok": false, "error": "Received a response in a non-JSON format: ..."}.
+    not_json = data is None or (isinstance(error, str) and error.startswith("Received a response in a non-JSON"))
+    if not not_json and response.status_code in (200, 429) and error not in _NOT_AN_API:
         return
-    what = "not JSON" if data is None else f"error {error}" if error else "no error named"
+    what = "not JSON" if not_json else f"error {error}" if error else "no error named"
     raise SettingsError(
         f"SLACK_API_URL={settings.slack_api_url} does not answer like Slack's Web API "
         f"(HTTP {response.status_code}, {what}): unset it to use https://slack.com/api/, or set it to "

@@ -263,7 +263,10 @@ def on_summarize_shortcut(ack: Ack, body: dict[str, Any], client: WebClient, con
     ts = str(message.get("thread_ts") or message.get("ts") or body.get("message_ts"))
     user = body["user"]["id"]
     text = _summarize(services, client, channel_id, ts, user)
-    client.chat_postEphemeral(channel=channel_id, user=user, thread_ts=ts, text=text)
+    try:
+        client.chat_postEphemeral(channel=channel_id, user=user, thread_ts=ts, text=text)
+    except SlackApiError as exc:  # the person left, or the channel went away, while it was read
+        log.warning("could not show %s the summary in %s: %s", user, channel_id, exc.response.get("error"))
 
 
 def _summarize(services: Services, client: WebClient, channel_id: str, ts: str, user_id: str) -> str:

@@ -114,7 +114,7 @@ INTERACTION: Shape = {
 INPUT_VALUE: Any = {"type": STR, "value": OPT_STR}
 VIEW: Shape = {
     "id": Required(STR),
-    "type": STR,
+    "type": Required(STR),
     "callback_id": STR,
     "private_metadata": STR,
     "hash": STR,
