@@ -92,7 +92,14 @@ class EmberWSGI:
             log.warning("refused a signed request from Slack: %s", verdict)
             return 400, {"content-type": "text/plain"}, f"{verdict}\n"
         response = self.bolt.dispatch(
-            BoltRequest(body=raw, query=environ.get("QUERY_STRING", ""), headers={k: [v] for k, v in headers.items()})
+            BoltRequest(
+                body=raw,
+                query=environ.get("QUERY_STRING", ""),
+                headers={k: [v] for k, v in headers.items()},
+                # Bolt logs through the context's logger while it builds that context (a view
+                # submission with several response_urls), before it would have set one.
+                context={"logger": self.bolt.logger},
+            )
         )
         out_headers = {k: v[0] if isinstance(v, list) else str(v) for k, v in response.headers.items() if v}
         return response.status, out_headers, response.body

@@ -140,7 +140,8 @@ INTERACTIONS: dict[str, Shape] = {
     },
     "shortcut": {**INTERACTION, "callback_id": Required(STR)},
 }
-COMMAND_FIELDS = ("command", "user_id", "channel_id", "team_id")
+# Slack sends every slash command with a response_url: where Ember may not post, it answers there.
+COMMAND_FIELDS = ("command", "user_id", "channel_id", "team_id", "response_url")
 
 
 def check(body: Any) -> str:
@@ -176,7 +177,7 @@ def _command(body: Mapping[str, Any]) -> str:
     missing = [name for name in COMMAND_FIELDS if not isinstance(body.get(name), str) or not body[name]]
     if missing:
         return f"a slash command without {', '.join(missing)}"
-    if "response_url" in body and not _is_url(body["response_url"]):
+    if not _is_url(body["response_url"]):
         return "response_url must be an http(s) URL"
     return OK
 

@@ -130,17 +130,39 @@ class SlackStreamer:
     def finish(self, final_text: str | None = None, *, blocks: list[Block] | None = None) -> PostedAnswer:
         """Show the final answer (`final_text` replaces what was streamed) with `blocks` on the last message.
 
-        Raises SlackApiError when Slack refuses the final text.
+        When the last update fails even after its retries, the whole answer is posted afresh and the
+        partial messages removed; raises SlackApiError when Slack refuses that too.
         """
         self._check_open()
         self._closed = True
         text = self._raw if final_text is None else final_text
         try:
-            return self._writer.finish(text, blocks or [])
-        except SlackApiError as err:
-            if not self._should_fall_back(err):
+            try:
+                return self._writer.finish(text, blocks or [])
+            except SlackApiError as err:
+                if not self._should_fall_back(err):
+                    raise
+                return self._writer.finish(text, blocks or [])
+        except (SlackApiError, OSError) as exc:
+            shown = self._writer.all_ts()
+            if not shown:
                 raise
-            return self._writer.finish(text, blocks or [])
+            return self._repost(text, blocks or [], shown, exc)
+
+    def _repost(self, text: str, blocks: list[Block], shown: list[str], exc: Exception) -> PostedAnswer:
+        """The final update failed after its retries: a half answer without feedback buttons would
+        stay up. The whole answer goes up afresh, then the partial messages go."""
+        channel = self._api.channel
+        log.warning("the final update of an answer in %s failed (%s); posting it afresh", channel, describe(exc))
+        posted = self._writer.repost(text, blocks)
+        for ts in shown:
+            if ts in posted.all_ts:
+                continue
+            try:
+                self._api.delete(ts)
+            except (SlackApiError, OSError) as err:
+                log.warning("could not remove the partial answer %s in %s: %s", ts, self._api.channel, describe(err))
+        return posted
 
     def fail(self, message: str) -> None:
         """Replace whatever was shown with `message` (mrkdwn). Logs, never raises: it runs on error paths."""
@@ -219,7 +241,8 @@ def stream_answer(
     With `support`, a workspace (`team_id`) that cannot stream natively is remembered and skipped later.
     With `respond` (a slash command's), a channel Ember may not post in gets the answer through it.
     `on_posted(ts)` hears of every message the answer posts.
-    If the deltas raise, `error_text` replaces the partial answer and the exception propagates.
+    If the deltas raise, or Slack refuses the final answer, `error_text` replaces the partial answer
+    and the exception propagates.
     """
     streamer = SlackStreamer(
         client,
@@ -243,7 +266,11 @@ def stream_answer(
         except Exception:
             streamer.fail(error_text)
             raise
-        return streamer.finish(final, blocks=blocks)
+        try:
+            return streamer.finish(final, blocks=blocks)
+        except (SlackApiError, OSError):
+            streamer.fail(error_text)  # Slack took neither the final update nor a fresh post
+            raise
     finally:
         if support is not None and streamer.native_unavailable:
             support.mark_unavailable(team_id)

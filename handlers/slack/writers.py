@@ -131,6 +131,10 @@ class Writer(ABC):
     def fail(self, message: str) -> None:
         """Show `message` instead of the answer."""
 
+    @abstractmethod
+    def repost(self, raw: str, blocks: list[Block]) -> PostedAnswer:
+        """Post the final answer as new messages, touching none already shown (after `finish` failed)."""
+
 
 class UpdateWriter(Writer):
     """Post-then-update: every message shows its part of `split_message(to_mrkdwn(text so far))`."""
@@ -159,6 +163,9 @@ class UpdateWriter(Writer):
 
     def fail(self, message: str) -> None:
         self.api.show_error(self._ts, message)
+
+    def repost(self, raw: str, blocks: list[Block]) -> PostedAnswer:
+        return UpdateWriter(self.api, self.limit).finish(raw, blocks)
 
     def _show(self, index: int, part: str, blocks: list[Block] | None, *, must_land: bool) -> None:
         if index == len(self._ts):
@@ -282,11 +289,18 @@ class NativeWriter(Writer):
     def _replace(self, raw: str, blocks: list[Block]) -> PostedAnswer:
         """The final text is not a continuation of what was streamed: overwrite the stopped messages."""
         self._stop(blocks=None, must_land=True)
+        return self._post_markdown(raw, blocks, existing=self._stream.done)
+
+    def repost(self, raw: str, blocks: list[Block]) -> PostedAnswer:
+        return self._post_markdown(raw, blocks, existing=[])
+
+    def _post_markdown(self, raw: str, blocks: list[Block], *, existing: list[str]) -> PostedAnswer:
+        """The answer in messages whose markdown block keeps the Markdown rendering a stream has:
+        `existing` messages are updated, more are posted, those left over deleted."""
         text = raw if raw.strip() else EMPTY_ANSWER
         parts = split_message(text, self.limit)
-        existing, posted = self._stream.done, []
+        posted = []
         for index, part in enumerate(parts):
-            # A markdown block keeps the Markdown rendering the streamed messages had.
             part_blocks = [{"type": "markdown", "text": part}] + (blocks if index == len(parts) - 1 else [])
             if index < len(existing):
                 self.api.update(existing[index], part, part_blocks, must_land=True)
@@ -320,6 +334,9 @@ class RespondWriter(Writer):
 
     def fail(self, message: str) -> None:
         self._respond(text=message, response_type="ephemeral")
+
+    def repost(self, raw: str, blocks: list[Block]) -> PostedAnswer:
+        return self.finish(raw, blocks)
 
 
 def section(text: str) -> Block:

@@ -182,7 +182,18 @@ def test_each_kind_of_malformed_request_gets_the_status_and_reason_slack_would_e
     command = slack.command_payload(channel, alice, "help")
     del command["user_id"]
     assert client.send_form(command).text.strip() == "a slash command without user_id"
+    command = slack.command_payload(channel, alice, "ask what is the VPN host?")
+    del command["response_url"]
+    assert client.send_form(command).text.strip() == "a slash command without response_url"
+    # A modal with two conversation pickers that each ask for a response_url.
+    modal = {**suggest_modal(SuggestTarget(channel, "1.2", "1.1"), question="What is the VPN host?"), "id": "V0002"}
+    values = {CORRECTION_BLOCK: {CORRECTION_INPUT: {"type": "plain_text_input", "value": "vpn.acme.internal"}}}
+    submission = slack.events.view_submission(alice, modal, values)
+    url = {"response_url": f"{slack.api_url}/response/1", "channel_id": channel, "block_id": "b", "action_id": "a"}
+    submission["response_urls"] = [url, url]
+    assert client.send_form({"payload": json.dumps(submission)}).status_code == 200
 
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
     refusals = [r.getMessage() for r in caplog.records if r.name == "bot.server"]
     assert "refused a signed request from Slack: event must be an object" in refusals
     assert not any("xoxb" in line or "VPN" in line for line in refusals), "the log holds no payload"

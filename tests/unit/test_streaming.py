@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from handlers.slack.mrkdwn import split_message, to_mrkdwn
@@ -441,6 +442,60 @@ def test_stream_answer_uses_final_text_and_blocks(slack: LocalSlack, thread: Thr
     assert thread.texts() == [to_mrkdwn(ANSWER + "\n\n(from the wiki)")]
     assert thread.replies()[0]["blocks"][-1] == FEEDBACK[0]
     assert posted.ts == thread.replies()[0]["ts"]
+
+
+# -- a final update that will not land ------------------------------------------------------
+
+
+def test_a_stream_that_cannot_be_stopped_is_posted_afresh_with_its_buttons(slack: LocalSlack, thread: Thread) -> None:
+    clock = FakeClock()
+    s = streamer(thread, clock)
+    feed(s, clock, slack, "The VPN host is", "chat.appendStream")
+    [partial] = thread.replies()
+    slack.fail_next("chat.stopStream", error="internal_error", status=500, retry_after=None, times=10)
+    posted = s.finish("The VPN host is vpn.acme.internal.", blocks=FEEDBACK)
+    [answer] = thread.replies()
+    assert answer["ts"] != partial["ts"] and posted.ts == answer["ts"]
+    assert answer["text"] == "The VPN host is vpn.acme.internal."
+    assert answer["blocks"][-1] == FEEDBACK[0], "the buttons are on the reposted answer"
+    assert [c.args["ts"] for c in slack.calls_to("chat.delete")] == [partial["ts"]]
+
+
+def test_an_update_that_cannot_land_is_posted_afresh_with_its_buttons(slack: LocalSlack, thread: Thread) -> None:
+    clock = FakeClock()
+    s = streamer(thread, clock, native=False, text_limit=100)
+    feed(s, clock, slack, "partial answer " * 10, "chat.update")
+    partials = [m["ts"] for m in thread.replies()]
+    assert len(partials) == 2
+    slack.fail_next("chat.update", error="internal_error", status=500, retry_after=None, times=10)
+    posted = s.finish("A short answer in the end.", blocks=FEEDBACK)
+    [answer] = thread.replies()
+    assert answer["ts"] not in partials and posted.all_ts == [answer["ts"]]
+    assert answer["text"] == "A short answer in the end." and answer["blocks"][-1] == FEEDBACK[0]
+
+
+def test_when_the_repost_fails_too_the_asker_hears_so(slack: LocalSlack, thread: Thread) -> None:
+    def deltas() -> Iterator[str]:
+        yield "partial"
+        # Shown. Now the final update and a fresh post fail; the error message lands.
+        slack.fail_next("chat.update", error="internal_error", status=500, retry_after=None)
+        slack.fail_next("chat.postMessage", error="internal_error", status=500, retry_after=None)
+
+    clock = FakeClock()
+    with pytest.raises(SlackApiError):
+        stream_answer(
+            thread.client,
+            deltas(),
+            channel=thread.channel,
+            thread_ts=thread.ts,
+            native=False,
+            clock=clock,
+            sleep=clock.sleep,
+            final_text=lambda: "The end.",
+            blocks=FEEDBACK,
+            error_text="Sorry, I broke.",
+        )
+    assert thread.texts() == ["Sorry, I broke."]
 
 
 # -- assistant status ------------------------------------------------------------------------
