@@ -64,6 +64,8 @@ class SocketMode:
         self._connects = 0
         self._acks: list[Ack] = []
         self.errors: list[str] = []  # protocol violations by the app, for tests to surface
+        # The port the URLs handed out point at, when something (a relay) stands in front of the server.
+        self.url_port: int | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -104,7 +106,8 @@ class SocketMode:
         ticket = uuid.uuid4().hex
         with self._changed:
             self._tickets.add(ticket)
-        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}{LINK_PATH}?ticket={ticket}&app_id={self.ws.app_id}"}
+        port = self.url_port or self.port
+        return {"ok": True, "url": f"ws://127.0.0.1:{port}{LINK_PATH}?ticket={ticket}&app_id={self.ws.app_id}"}
 
     # -- what Slack sends ------------------------------------------------
 

@@ -7,6 +7,7 @@ through it end to end: real Bolt, the real SocketModeHandler, real sockets, a ti
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,9 +28,13 @@ from playground import LocalSlack
 from tests.conftest import Bots
 from tests.support import scenario
 from tests.support.feedback import click, thanks, votes
+from tests.support.relay import Relay
 from tests.support.scenario import answered, replies, wait_for
 
 APP_TOKEN = "xapp-1-A0001-1-playground"
+# Ember pings every SOCKET_PING_SECONDS and drops a connection after four unanswered: about 10 s,
+# with room for a loaded machine.
+SILENT_NOTICED_WITHIN = 20.0
 
 
 # --- the stand-in's Socket Mode endpoint, driven by slack_sdk's client ---------------------------
@@ -239,6 +244,30 @@ def test_ember_reconnects_when_slack_recycles_the_connection(bots: Bots, slack: 
     slack.socket_mode.wait_for_connects(2)
     # The start-up check, the first connection, and a fresh URL for the new one.
     assert len(slack.calls_to("apps.connections.open")) == 3, "a fresh URL for the new connection"
+    channel, alice = slack.add_channel("general"), slack.add_user("alice")
+    body, envelope_id = mention(slack, channel, alice, "Are you still there?")
+    slack.socket_mode.wait_for_ack(envelope_id)
+    answered(slack, channel, body["event"]["ts"])
+
+
+def test_ember_notices_a_connection_gone_silent_within_about_ten_seconds_and_reconnects(
+    bots: Bots, slack: LocalSlack
+) -> None:
+    relay = Relay(slack.socket_mode.port)
+    slack.socket_mode.url_port = relay.port
+    try:
+        start_socket_mode(bots)
+        slack.socket_mode.wait_for_connects(1)
+        # The server dies without a word (or the network between breaks): no close, no reset. The
+        # next URL Slack hands out points straight at a live server.
+        slack.socket_mode.url_port = None
+        went_silent = time.monotonic()
+        relay.go_silent()
+        # slack_sdk's default (a ping every 5 s, stale after 20 s without a pong) would miss this.
+        slack.socket_mode.wait_for_connects(2, timeout=SILENT_NOTICED_WITHIN)
+        print(f"reconnected {time.monotonic() - went_silent:.1f} s after the connection went silent")
+    finally:
+        relay.close()
     channel, alice = slack.add_channel("general"), slack.add_user("alice")
     body, envelope_id = mention(slack, channel, alice, "Are you still there?")
     slack.socket_mode.wait_for_ack(envelope_id)
