@@ -16,7 +16,8 @@ from slack_bolt import BoltContext, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from db.claims import Claim, claim_event
+from db.claims import Claim, claim_event, finish_event
+from handlers.slack.answering import FAILURE_REPLY
 from handlers.slack.services import CONTEXT_KEY, Services
 from handlers.slack.text import is_from_person
 
@@ -89,3 +90,27 @@ def tell_gave_up(client: WebClient, body: Mapping[str, Any]) -> None:
         client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=GAVE_UP_REPLY)
     except (SlackApiError, OSError) as exc:
         log.error("could not tell %s that event %s was given up: %s", channel, body.get("event_id"), exc)
+
+
+def on_listener_error(error: Exception, body: dict[str, Any], context: BoltContext) -> None:
+    """Bolt's error handler. A listener that raised before handing its event to the answer pool left
+    the claim held by a live process, so Slack's redeliveries would be dropped and the asker would
+    hear nothing: the claim is marked failed (a redelivery or a takeover tries again) and the asker
+    is told."""
+    log.error("handling a Slack %s failed", body.get("type") or "command", exc_info=error)
+    event = answerable_event(body)
+    services = context.get(CONTEXT_KEY)
+    if event is None or not isinstance(services, Services):
+        return
+    try:
+        with services.db.session() as session:
+            finish_event(session, event_id=body["event_id"], ok=False)
+    except Exception:
+        log.exception("could not record that event %s failed", body["event_id"])
+    if context.client is None:
+        return
+    channel, thread_ts = reply_place(event)
+    try:
+        context.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=FAILURE_REPLY)
+    except (SlackApiError, OSError) as exc:
+        log.error("could not tell %s that event %s failed: %s", channel, body["event_id"], exc)

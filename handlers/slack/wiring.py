@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
+from handlers.slack.claims import on_listener_error
 from handlers.slack.commands import (
     FORGET_CANCEL,
     FORGET_CONFIRM,
@@ -30,3 +31,4 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.action(DIGEST_DOWN)(on_digest_vote)
     # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
     register_feedback(app)
+    app.error(on_listener_error)

@@ -15,6 +15,7 @@ from bot.settings import Settings
 from db import Database
 from db.claims import MAX_ATTEMPTS, claim_event, event_status, heartbeat, note_reply
 from db.schema import HandledEvent, Instance, utcnow
+from handlers.slack.answering import FAILURE_REPLY
 from handlers.slack.claims import GAVE_UP_REPLY
 from handlers.slack.feedback import FEEDBACK_ACTION
 from playground import LocalSlack
@@ -120,3 +121,28 @@ def test_a_question_that_keeps_killing_its_process_is_given_up_with_a_reply(
     bots.client.send_event(barrier)
     answered(slack, channel, barrier["event"]["ts"])
     assert len(replies(slack, channel, thread)) == 1, "told once, never answered"
+
+
+def test_a_listener_that_fails_before_answering_tells_the_asker_and_the_redelivery_answers(
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
+) -> None:
+    bots.start()
+    channel, alice = slack.add_channel("general"), slack.add_user("alice")
+    # Which kind of channel this is cannot be learnt: the connection drops on every retry.
+    slack.fail_next("conversations.info", "", 0, None, times=4)
+    envelope = slack.mention(channel, alice, "What is the VPN host?")
+    thread = envelope["event"]["ts"]
+    assert bots.client.send_event(envelope).status_code == 200
+    [told] = answered(slack, channel, thread)
+    assert told["text"] == FAILURE_REPLY
+    wait_for(lambda: status(bot_settings, envelope["event_id"]) == "failed", what="the claim marked failed")
+
+    # Slack's redelivery is not dropped as "being answered": it is answered, once.
+    assert bots.client.send_event(envelope, retry_num=1, retry_reason="http_timeout").status_code == 200
+    wait_for(
+        lambda: has_feedback_buttons(replies(slack, channel, thread)[-1]),
+        timeout=120,
+        what="the answer after the notice",
+    )
+    assert len(replies(slack, channel, thread)) == 2
+    wait_for(lambda: status(bot_settings, envelope["event_id"]) == "done", what="the claim settled")
