@@ -206,12 +206,12 @@ class Ember:
         http = HttpServer(wsgi, host=settings.host, port=settings.port, threads=8 if web is None else 24)
         socket_handler = None
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
+            from bot.socket_mode import CheckedSocketModeHandler
 
             assert settings.slack_app_token is not None
             # Pinged every 2 s, a connection that stops answering is dropped and reopened within about
             # 10 s (slack_sdk calls it stale after 4 missed pongs); the default of 10 s took ~55 s.
-            socket_handler = SocketModeHandler(
+            socket_handler = CheckedSocketModeHandler(
                 bolt,
                 settings.slack_app_token.get_secret_value(),
                 web_client=web_client(settings),

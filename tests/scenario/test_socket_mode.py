@@ -6,6 +6,7 @@ through it end to end: real Bolt, the real SocketModeHandler, real sockets, a ti
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -22,7 +23,13 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot.runtime import Ember
 from bot.settings import SettingsError
-from handlers.slack.feedback import FEEDBACK_ACTION
+from handlers.slack.feedback import (
+    CORRECTION_BLOCK,
+    CORRECTION_INPUT,
+    FEEDBACK_ACTION,
+    SuggestTarget,
+    suggest_modal,
+)
 from models.engine import Engine
 from playground import LocalSlack
 from tests.conftest import Bots
@@ -272,6 +279,40 @@ def test_ember_notices_a_connection_gone_silent_within_about_ten_seconds_and_rec
     body, envelope_id = mention(slack, channel, alice, "Are you still there?")
     slack.socket_mode.wait_for_ack(envelope_id)
     answered(slack, channel, body["event"]["ts"])
+
+
+def test_malformed_envelopes_over_the_socket_are_acked_and_logged_and_ember_still_answers(
+    bots: Bots, slack: LocalSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_socket_mode(bots)
+    channel, alice = slack.add_channel("general"), slack.add_user("alice")
+    good = slack.mention(channel, alice, "What is the VPN host?")
+    # A modal with two conversation pickers that each ask for a response_url.
+    modal = {**suggest_modal(SuggestTarget(channel, "1.2", "1.1"), question="What is the VPN host?"), "id": "V1"}
+    values = {CORRECTION_BLOCK: {CORRECTION_INPUT: {"type": "plain_text_input", "value": "vpn.acme.internal"}}}
+    submission = slack.events.view_submission(alice, modal, values)
+    submission["response_urls"] = [{"response_url": f"{slack.api_url}/r/1"}, {"response_url": f"{slack.api_url}/r/2"}]
+    with caplog.at_level(logging.WARNING):
+        sent = [
+            slack.socket_mode.send_event({**good, "event": None}),
+            slack.socket_mode.send_event({**good, "event": {**good["event"], "user": 42}}),
+            slack.socket_mode.send_event({**good, "event": {"type": "something_new_from_slack"}}),
+            slack.socket_mode.send_interaction({"type": "block_actions", "user": 7, "actions": []}),
+            slack.socket_mode.send_interaction(submission),
+        ]
+        # Each is acknowledged, so Slack does not send it again.
+        for envelope_id in sent:
+            slack.socket_mode.wait_for_ack(envelope_id)
+        body, envelope_id = mention(slack, channel, alice, "Are you still there?")
+        answered(slack, channel, body["event"]["ts"])
+    refusals = [r.getMessage() for r in caplog.records if r.name == "bot.socket_mode"]
+    assert refusals == [
+        "refused an envelope from Slack's socket: event must be an object",
+        "refused an envelope from Slack's socket: event.user must be a string, not a number",
+        "refused an envelope from Slack's socket: user must be an object, not a number",
+    ]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    assert not replies(slack, channel, good["event"]["ts"]), "nothing malformed was answered"
 
 
 def test_a_wrong_app_token_stops_start_up_with_a_message_naming_slack_app_token(bots: Bots, slack: LocalSlack) -> None:
