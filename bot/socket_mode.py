@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class CheckedSocketModeHandler(SocketModeHandler):
     """Bolt's Socket Mode handler, with the envelope check in front of its dispatch."""
 
-    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
         start = time()
         verdict = envelopes.check(req.payload)
         if verdict != envelopes.OK:
