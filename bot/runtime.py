@@ -274,6 +274,16 @@ class Ember:
             self.metrics.swaps.labels("failed").inc()
             raise
         self.metrics.swaps.labels("ok").inc()
+        self.refresh_homes()
+
+    def refresh_homes(self) -> None:
+        """Home tabs show the served model and the last runs: publish the open ones again."""
+        from handlers.slack.home import refresh_homes
+
+        try:
+            refresh_homes(self.services, self.bolt.client)
+        except Exception:
+            log.exception("could not refresh the home tabs")
 
     def sync_model(self) -> None:
         """Serve the version the registry says is active, if it is not the one being served."""
@@ -299,6 +309,7 @@ class Ember:
 
     def report_training(self) -> None:
         """Post what the latest training run did to EMBER_REPORT_CHANNEL, once per run."""
+        self.refresh_homes()
         if not self.settings.report_channel:
             return
         from bot import report

@@ -146,6 +146,39 @@ class EventFactory:
             del payload["message"]
         return payload
 
+    def app_home_opened(self, user: str, channel: Channel) -> dict[str, Any]:
+        """`user` opened the app's Home tab; `channel` is their DM with the app. Slack includes the
+        home view once one has been published."""
+        event: dict[str, Any] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": channel.id,
+            "tab": "home",
+            "event_ts": self.ws.clock.next(),
+        }
+        home = self.ws.homes.get(user)
+        if home is not None:
+            event["view"] = copy.deepcopy(home)
+        return self.envelope(event)
+
+    def home_action(self, user: str, action: dict[str, Any]) -> dict[str, Any]:
+        """A `block_actions` payload for a click on `user`'s Home tab: a view container, no channel,
+        no response_url."""
+        ws = self.ws
+        home = copy.deepcopy(ws.homes[user])
+        return {
+            "type": "block_actions",
+            "user": self._user(user),
+            "api_app_id": ws.app_id,
+            "token": self.verification_token,
+            "container": {"type": "view", "view_id": home["id"]},
+            "trigger_id": self.trigger(user),
+            "team": {"id": ws.team_id, "domain": TEAM_DOMAIN},
+            "view": home,
+            "actions": [{"action_ts": ws.clock.next(), **action}],
+            "state": {"values": {}},
+        }
+
     def view_submission(self, user: str, view: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """A `view_submission` payload: `user` pressed Submit on `view` (as views.open returned it)
         with `values` typed in ({block_id: {action_id: {"type": ..., "value": ...}}})."""

@@ -296,6 +296,35 @@ class LocalSlack:
             action["value"] = value
         return self._events.block_action(ch, user, message, action, self.response_url(ch.id, user))
 
+    def app_home_opened(self, user: str) -> Envelope:
+        """`user` opens Ember's Home tab: the app_home_opened envelope Slack would send."""
+        ws = self.workspace
+        ws.require_user(user)
+        with ws.lock:
+            dm = next((c for c in ws.channels.values() if c.kind == "im" and c.user == user), None)
+        if dm is None:
+            dm = ws.add_channel(user, kind="im", user=user)
+        return self._events.app_home_opened(user, dm)
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        """`user`'s Home tab as Ember last published it (views.publish), or None."""
+        with self.workspace.lock:
+            return self.workspace.homes.get(user)
+
+    def home_action(self, user: str, action_id: str, value: str | None = None) -> dict[str, Any]:
+        """A click on the button `action_id` (with `value`, if several share it) on `user`'s Home tab."""
+        home = self.home(user)
+        if home is None:
+            raise ValueError(f"no home tab published for {user}")
+        for block in home["blocks"]:
+            for element in [block.get("accessory"), *(block.get("elements") or [])]:
+                if not isinstance(element, dict) or element.get("action_id") != action_id:
+                    continue
+                if value is None or element.get("value") == value:
+                    action = {"type": element.get("type"), "block_id": block.get("block_id", ""), **element}
+                    return self._events.home_action(user, action)
+        raise ValueError(f"no {action_id} control{f' with value {value}' if value else ''} on {user}'s home tab")
+
     def message_shortcut(self, channel: str, user: str, message_ts: str, callback_id: str) -> dict[str, Any]:
         """A message-shortcut (`message_action`) payload for `user` running `callback_id`
         on a stored message; send with SlackClient.send_interaction."""

@@ -233,6 +233,8 @@ class Workspace:
     streaming: set[tuple[str, str]] = field(default_factory=set)  # (channel, ts)
     # Open modals: user id -> their view stack, root first (views.open/push/update, playground.methods.views).
     views: dict[str, list[Message]] = field(default_factory=dict)
+    # Each user's App Home tab as the app last published it (views.publish).
+    homes: dict[str, Message] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)  # unused trigger_id -> the user it was minted for
     # Bumped on every change, so a page (or the store) can wait for one instead of polling contents.
     revision: int = field(default=0, init=False)

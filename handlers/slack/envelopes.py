@@ -68,6 +68,7 @@ EVENTS: dict[str, Shape] = {
     },
 }
 EVENTS["reaction_removed"] = EVENTS["reaction_added"]
+EVENTS["app_home_opened"] = {"user": Required(STR), "channel": STR, "tab": STR, "view": dict, "event_ts": STR}
 AUTHORIZATION: Shape = {
     "enterprise_id": OPT_STR,
     "team_id": OPT_STR,

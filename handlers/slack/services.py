@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,22 @@ from handlers.slack.digests import DigestRunner
 from handlers.slack.streaming import StreamingSupport
 
 CONTEXT_KEY = "ember"
+
+
+class HomeViewers:
+    """Who opened their Home tab since start-up (user -> workspace), to publish it again on a change."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def opened(self, user_id: str, workspace_id: str) -> None:
+        with self._lock:
+            self._seen[user_id] = workspace_id
+
+    def seen(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._seen)
 
 
 @dataclass
@@ -39,6 +56,7 @@ class Services:
     # Workspaces where Slack's native streaming was refused, so later answers go straight to post-and-update.
     streaming: StreamingSupport = field(default_factory=StreamingSupport)
     channels: ChannelTypes = field(default_factory=ChannelTypes)
+    home_viewers: HomeViewers = field(default_factory=HomeViewers)
     # Digests: the runner (None where there is no Slack client to read with), the time zone for people
     # whose own Slack doesn't say, and who to tell when subscriptions change (the scheduler, if here).
     digests: DigestRunner | None = None

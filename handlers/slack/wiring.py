@@ -15,6 +15,7 @@ from handlers.slack.commands import (
 from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT, on_digest_vote, on_summarize_shortcut
 from handlers.slack.digest_post import DIGEST_DOWN, DIGEST_UP
 from handlers.slack.feedback import register_feedback
+from handlers.slack.home import HOME_DIGEST_OFF, HOME_FORGET, on_app_home_opened, on_home_digest_off, on_home_forget
 from handlers.slack.mentions import on_app_mention
 from handlers.slack.messages import on_message
 
@@ -31,4 +32,7 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.action(DIGEST_DOWN)(on_digest_vote)
     # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
     register_feedback(app)
+    app.event("app_home_opened")(on_app_home_opened)
+    app.action(HOME_DIGEST_OFF)(on_home_digest_off)
+    app.action(HOME_FORGET)(on_home_forget)
     app.error(on_listener_error)

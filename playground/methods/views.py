@@ -1,4 +1,4 @@
-"""views.open, views.push and views.update: modals.
+"""views.open, views.push and views.update: modals; views.publish: a user's App Home tab.
 
 Each user has a stack of open views (root first) in `Workspace.views`; views.open starts a new stack
 for the user its trigger_id was minted for, views.push adds to it (Slack allows three deep), and
@@ -16,6 +16,7 @@ from ..workspace import Message, Workspace
 from .base import CallContext, Handler, Response, SlackError, public
 
 PUSH_LIMIT = 3  # Slack: "a maximum of 3 views can be in the view stack"
+BLOCK_LIMIT = 100  # Slack: "up to 100 blocks" in a modal or home tab
 
 
 def open_view(ctx: CallContext) -> Response:
@@ -53,6 +54,23 @@ def update_view(ctx: CallContext) -> Response:
     view.update(previous_view_id=old["previous_view_id"], root_view_id=old["root_view_id"])
     stack[index] = view
     return {"ok": True, "view": public(view)}
+
+
+def publish_view(ctx: CallContext) -> Response:
+    """The home tab of `user_id`, replaced whole; `hash`, when given, must match the published one."""
+    user = str(ctx.require("user_id"))
+    ctx.workspace.require_user(user)
+    view = ctx.require("view")
+    if not isinstance(view, dict) or view.get("type") != "home" or not isinstance(view.get("blocks"), list):
+        raise SlackError("invalid_arguments", arg="view")
+    if len(view["blocks"]) > BLOCK_LIMIT:
+        raise SlackError("invalid_arguments", arg="view.blocks")
+    old = ctx.workspace.homes.get(user)
+    if old is not None and ctx.arg("hash") is not None and ctx.arg("hash") != old["hash"]:
+        raise SlackError("hash_conflict")
+    home = show(ctx.workspace, view, view_id=old["id"] if old else None)
+    ctx.workspace.homes[user] = home
+    return {"ok": True, "view": public(home)}
 
 
 def find_view(views: dict[str, list[Message]], user: str, view_id: str) -> Message | None:
@@ -125,4 +143,5 @@ HANDLERS: dict[str, Handler] = {
     "views.open": open_view,
     "views.push": push_view,
     "views.update": update_view,
+    "views.publish": publish_view,
 }
