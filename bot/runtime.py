@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from bot.app import build_bolt_app, check_slack, web_client
 from bot.claim_keeper import ClaimKeeper, instance_id
@@ -21,7 +23,7 @@ from bot.digest_jobs import DigestJobs
 from bot.metrics import Metrics
 from bot.scheduler import Scheduler
 from bot.server import EmberWSGI, HttpServer
-from bot.settings import Settings
+from bot.settings import Settings, SettingsError
 from db import Database
 from handlers.qa.handler import QAHandler
 from handlers.qa.recall import Recall
@@ -40,7 +42,12 @@ log = logging.getLogger(__name__)
 def open_database(settings: Settings) -> Database:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.resolved_database_url)
-    database.upgrade()
+    try:
+        database.upgrade()
+    except OperationalError as exc:
+        database.close()
+        where = make_url(database.url).render_as_string(hide_password=True)
+        raise SettingsError(f"EMBER_DATABASE_URL: cannot open the database at {where}: {exc.orig}") from None
     return database
 
 

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.session import DatabaseURLError, check_url
 from handlers.qa.schedule import cron_trigger
 
 SLACK_API_DEFAULT = "https://slack.com/api/"
@@ -59,7 +60,8 @@ _HINTS: dict[str, str] = {
 }
 
 
-_SECRETS = {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "EMBER_LLM_API_KEY"}
+# Never echoed back in an error. A database URL may hold a password.
+_SECRETS = {"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "EMBER_LLM_API_KEY", "EMBER_DATABASE_URL"}
 
 
 class SettingsError(Exception):
@@ -139,6 +141,17 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            check_url(value)
+        except DatabaseURLError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("slack_app_token")
     @classmethod
     def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -209,8 +222,9 @@ def _describe(exc: ValidationError) -> str:
         field = str(error["loc"][0])
         name = _env_name(field)
         given = error.get("input")
+        message = str(error["msg"]).removeprefix("Value error, ")
         shown = "" if name in _SECRETS else f" (got {given!r})"
-        lines.append(f"{name} is invalid{shown}: {error['msg']}. Set it to {_HINTS.get(name, 'a valid value')}.")
+        lines.append(f"{name} is invalid{shown}: {message}. Set it to {_HINTS.get(name, 'a valid value')}.")
     return "\n".join(lines)
 
 

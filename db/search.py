@@ -1,6 +1,7 @@
 """Finding memories again without ever showing one where it may not be seen.
 
-- Keyword half: SQLite FTS5 (`memories_fts`, kept in step by triggers) ranked by bm25; other
+- Keyword half: SQLite FTS5 (`memories_fts`, kept in step by triggers) ranked by bm25; PostgreSQL
+  full-text search (a GIN index over `to_tsvector`, migration 0006) ranked by ts_rank; other
   databases fall back to LIKE.
 - Vector half: the caller's `VectorIndex` (db.vector_index). Without one, the visible rows' vectors
   are read from SQL (correct, but slow past a few hundred thousand memories).
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, case, column, func, or_, select, table, text
+from sqlalchemy import ColumnElement, Select, case, column, func, literal_column, or_, select, table, text
 from sqlalchemy.orm import Session
 
 from db.memory import Embeds
@@ -148,11 +149,12 @@ def keyword_search(
     terms = query_terms(query)
     if not terms or k <= 0:
         return []
-    if session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
         terms = _affordable_terms(session, terms)
         if not terms:
             return []
-        stmt = _fts_statement(audience, terms, k)
+        stmt = _fts_statement(audience, terms, k) if dialect == "sqlite" else _tsquery_statement(audience, terms, k)
     else:
         stmt = _like_statement(audience, terms, k)
     if kinds is not None:
@@ -186,6 +188,7 @@ def query_terms(query: str) -> list[str]:
 
 # FTS5 ranks every row that matches any term, and each is then looked up for the visibility check:
 # a few microseconds a row, so a word found in 100k memories would cost hundreds of milliseconds.
+# (PostgreSQL's ts_rank is dearer still: the index holds no positions, so each match is parsed again.)
 # Terms are taken rarest first while their matches fit this budget; the rest are too common to rank
 # by (low IDF), and the vector half still sees the whole question.
 KEYWORD_BUDGET = 2_000
@@ -207,7 +210,10 @@ def _affordable_terms(session: Session, terms: Sequence[str]) -> list[str]:
 
 def _matches(session: Session, term: str, cap: int) -> int:
     """How many memories contain `term`, counting no further than `cap` (so a common word costs no more
-    than a rare one). FTS5 applies its own tokenizer and stemmer to the quoted term."""
+    than a rare one). FTS5 (or PostgreSQL) applies its own tokenizer and stemmer to the quoted term."""
+    if session.get_bind().dialect.name == "postgresql":
+        found = select(Memory.id).where(_TSVECTOR.bool_op("@@")(_tsquery([term]))).limit(cap).subquery()
+        return int(session.scalar(select(func.count()).select_from(found)) or 0)
     stmt = text(
         "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH :term LIMIT :cap)"
     ).bindparams(term=f'"{term}"', cap=cap)
@@ -224,6 +230,32 @@ def _fts_statement(audience: Audience, terms: Sequence[str], k: int) -> Select[A
         .join(Memory, Memory.id == fts.c.rowid)
         .where(text("memories_fts MATCH :match").bindparams(match=match), visible_to(audience, Memory))
         .order_by(text("bm25(memories_fts)"))
+        .limit(k)
+    )
+
+
+# The expression migration 0006 indexes, written out as SQL: with bound parameters in it (the config, the
+# separator) the planner could not tell it is the indexed one. PostgreSQL's parser keeps a host, an address,
+# a path or a version (vpn.acme.internal, dana@acme.io, 1.2.3) as one word; FTS5 splits them into their
+# parts, and so does this, so that "acme" finds vpn.acme.internal on both.
+_TSVECTOR: ColumnElement[Any] = literal_column(
+    "to_tsvector('english', translate(memories.text || ' ' || coalesce(memories.question, ''), '.@/:-', '     '))"
+)
+
+
+def _tsquery(terms: Sequence[str]) -> ColumnElement[Any]:
+    # Each term is quoted (query_terms leaves only letters and digits), so it is always taken literally;
+    # OR (|) lets ts_rank rank partial matches, as bm25 does on SQLite. The english config stems the
+    # query as it stemmed the memories.
+    return func.to_tsquery(literal_column("'english'"), " | ".join(f"'{term}'" for term in terms))
+
+
+def _tsquery_statement(audience: Audience, terms: Sequence[str], k: int) -> Select[Any]:
+    query = _tsquery(terms)
+    return (
+        select(Memory.id)
+        .where(_TSVECTOR.bool_op("@@")(query), visible_to(audience, Memory))
+        .order_by(func.ts_rank(_TSVECTOR, query).desc(), Memory.id.desc())
         .limit(k)
     )
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.schema import ModelVersion, utcnow
@@ -111,12 +112,8 @@ def ensure_base(session: Session, *, base: ModelSource) -> VersionInfo:
     The active version stays if it descends from this base. If EMBER_MODEL now names a different
     base, fine-tunes of the old one no longer apply: the new base becomes active.
     """
-    row = _row(session, base.version)
-    if row is None:
-        row = ModelVersion(version=base.version, path=base.location, parent=None, status=RETIRED, created_at=utcnow())
-        session.add(row)
-        session.flush()
-    elif row.path != base.location:
+    row = _row(session, base.version) or _add_base(session, base)
+    if row.path != base.location:
         row.path = base.location  # the packaged model's cache moves with the data directory
     current = active(session)
     if current is None or root(session, version=current.version) != base.version:
@@ -126,6 +123,19 @@ def ensure_base(session: Session, *, base: ModelSource) -> VersionInfo:
             )
         return promote(session, version=base.version)
     return current
+
+
+def _add_base(session: Session, base: ModelSource) -> ModelVersion:
+    row = ModelVersion(version=base.version, path=base.location, parent=None, status=RETIRED, created_at=utcnow())
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        # Another replica starting at the same moment registered it first.
+        found = _row(session, base.version)
+        assert found is not None, "the unique index said this version exists"
+        return found
+    return row
 
 
 def serving_source(session: Session, *, base: ModelSource) -> ModelSource:

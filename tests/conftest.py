@@ -13,6 +13,7 @@ from db import Database
 from models.embeddings import Embedder
 from playground import LocalSlack, SlackClient
 from tests.support.models import build_tiny_model, packaged_tokenizer
+from tests.support.postgres import PostgresMissing, PostgresServer
 
 # Tests never reach a model hub; everything they load is built here or shipped in a package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -104,13 +105,38 @@ def bots(bot_settings: Settings) -> Iterator[Bots]:
     runner.stop()
 
 
-# --- a real SQLite file and the packaged embedding model ----------------------------------------
+# --- a real database (SQLite file or PostgreSQL server) and the packaged embedding model ------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server, started once for the whole run (only when a test asks for one)."""
+    try:
+        server = PostgresServer()
+    except PostgresMissing as exc:
+        # A failure, never a skip: a run that silently left PostgreSQL out would pass without testing it.
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> Iterator[Database]:
-    """A migrated SQLite file of the test's own."""
-    database = Database(f"sqlite:///{tmp_path / 'ember.db'}")
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database of the test's own, dropped afterwards."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database of the test's own: a SQLite file, then a PostgreSQL database."""
+    sqlite = f"sqlite:///{tmp_path / 'ember.db'}"
+    # Only a PostgreSQL test starts the server: a run of SQLite tests alone never needs one.
+    database = Database(sqlite if request.param == "sqlite" else request.getfixturevalue("postgres_url"))
     database.upgrade()
     yield database
     database.close()

@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from bot.settings import Settings
-from db import Database
+from db import Database, Turn
 from models import registry
 from models.dataset import Example
 from models.evaluation import log_likelihoods
@@ -46,6 +47,8 @@ def test_run_without_slack_tokens_and_without_the_playground_names_what_to_set(t
         ("SLACK_API_URL", "slack.com"),
         ("SLACK_APP_TOKEN", "xoxb-wrong-kind"),
         ("EMBER_MAX_NEW_TOKENS", "0"),
+        ("EMBER_DATABASE_URL", "postgres//ember:s3cret@db/ember"),
+        ("EMBER_DATABASE_URL", "mssql+nosuchdriver://ember:s3cret@db/ember"),
     ],
 )
 def test_a_malformed_setting_stops_start_up_naming_it(tmp_path: Path, name: str, value: str) -> None:
@@ -53,8 +56,29 @@ def test_a_malformed_setting_stops_start_up_naming_it(tmp_path: Path, name: str,
     assert result.returncode == 2
     assert f"{name} is invalid" in result.stderr and "Set it to" in result.stderr
     assert "Traceback" not in result.stderr
-    if name == "SLACK_APP_TOKEN":
-        assert value not in result.stderr, "secrets are never echoed"
+    if name in ("SLACK_APP_TOKEN", "EMBER_DATABASE_URL"):
+        assert value not in result.stderr and "s3cret" not in result.stderr, "secrets are never echoed"
+
+
+def test_a_database_that_cannot_be_reached_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://ember:s3cret@/ember?host={tmp_path / 'no-server-here'}"
+    result = ember(tmp_path, "ask", "hi", EMBER_DATABASE_URL=url)
+    assert result.returncode == 2
+    assert "EMBER_DATABASE_URL: cannot open the database at postgresql+psycopg://ember:***@/ember" in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ask_answers_and_remembers_on_postgresql(tmp_path: Path, tiny_model_dir: Path, postgres_url: str) -> None:
+    env = {"EMBER_MODEL": str(tiny_model_dir), "EMBER_MAX_NEW_TOKENS": "8", "EMBER_DATABASE_URL": postgres_url}
+    result = ember(tmp_path, "ask", "What is the capital of France?", **env)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "data" / "ember.db").exists(), "nothing was written to a SQLite file"
+    database = Database(postgres_url)
+    with database.session() as session:
+        [turn] = session.scalars(select(Turn)).all()
+        assert (turn.question, turn.answer) == ("What is the capital of France?", result.stdout.strip())
+    database.close()
+    assert turn.answer
 
 
 def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path: Path) -> None:

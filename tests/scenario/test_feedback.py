@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
@@ -258,11 +258,9 @@ def test_feedback_blocks_are_shaped_as_slack_requires() -> None:
 
 
 @pytest.fixture()
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'ember.db'}")
-    db.upgrade()
-    yield db
-    db.close()
+def database(db: Database) -> Database:
+    """The shared `db` fixture: these run on SQLite and on PostgreSQL."""
+    return db
 
 
 PRIVATE_THREAD = Conversation("T1", "G1", "group", "100.1")
@@ -303,6 +301,23 @@ def test_one_vote_per_person_per_turn_the_latest_wins(database: Database) -> Non
         with pytest.raises(ValueError):
             record_vote(session, turn_id=turn_id, user_id="U2", value=1, source="email")
     assert stored == [("U2", 1, "button", "vpn.acme.internal"), ("U3", 1, "reaction", None)]
+
+
+def test_concurrent_votes_by_one_person_leave_one_vote(database: Database) -> None:
+    """Two clicks at once (or two replicas taking them): one vote row, holding one of the two values."""
+    turn_id = _stored_turn(database)
+    barrier = threading.Barrier(4)
+
+    def vote(value: int) -> None:
+        barrier.wait()
+        with database.session() as session:
+            record_vote(session, turn_id=turn_id, user_id="U2", value=value, source="button")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(vote, [1, -1, 1, -1]))
+    with database.session() as session:
+        votes = [(v.user_id, v.value) for v in votes_for(session, turn_id=turn_id)]
+    assert votes in ([("U2", 1)], [("U2", -1)])
 
 
 class _Embedder:

@@ -1,5 +1,5 @@
-"""The memory store and its hybrid search: a real SQLite file, the real MiniLM embedder, and the
-visibility rule checked from every side (with the vector index and without it)."""
+"""The memory store and its hybrid search: a real SQLite file and a real PostgreSQL database, the real
+MiniLM embedder, and the visibility rule checked from every side (with the vector index and without it)."""
 
 from __future__ import annotations
 
@@ -208,13 +208,51 @@ def test_public_memories_are_visible_in_dms_of_the_same_workspace(
     assert len(search(db, embedder, index, Audience(T1, "D5"), "when is payroll?", k=10)) == len(DISTRACTORS)
 
 
+def test_keyword_search_ranks_the_memory_sharing_most_words_first(db: Database, embedder: Embedder) -> None:
+    with db.session() as session:
+        fill(session, embedder, None)
+        freeze = remember(session, embedder, None, "The deploy freeze ends on January 5th; deploys resume after.")
+        laptops = remember(session, embedder, None, "New laptops ship with the VPN client preinstalled.")
+    audience = Audience(T1, "C9")
+    with db.session() as session:
+        ranked = keyword_search(session, audience=audience, query="When does the deploy freeze end?", k=3)
+        assert ranked[0] == freeze, "it shares deploy, freeze and (stemmed) end"
+        assert laptops in keyword_search(session, audience=audience, query="laptop", k=5), "plural found by stem"
+        assert keyword_search(session, audience=audience, query="kubernetes", k=5) == []
+
+
+def test_a_host_named_in_the_question_finds_its_memory_by_keyword(db: Database, embedder: Embedder) -> None:
+    with db.session() as session:
+        fill(session, embedder, None)
+        host = remember(session, embedder, None, "No, the VPN host is vpn.acme.internal", kind="correction")
+        remember(session, embedder, None, "The acme internal wiki lives at wiki.acme.io")
+    with db.session() as session:
+        found = keyword_search(session, audience=Audience(T1, "C2"), query="is vpn.acme.internal down?", k=3)
+    assert found[0] == host
+
+
+def test_keyword_search_keeps_private_memories_private(db: Database, embedder: Embedder) -> None:
+    dm, group, other_team = store_secrets(db, embedder, None)
+    query = "hunter2 Initech acquisition"
+    with db.session() as session:
+        assert keyword_search(session, audience=Audience(T1, "D1"), query=query, k=50) == [dm]
+        assert keyword_search(session, audience=Audience(T1, "G1"), query=query, k=50) == [group]
+        assert keyword_search(session, audience=Audience(T2, "C5"), query=query, k=50) == [other_team]
+        assert keyword_search(session, audience=Audience(T1, "C1"), query=query, k=50) == []
+
+
 # --- keeping the store, the keyword index and the vector index in step ---------------------------
 
 
 def fts_rowids(db: Database, word: str) -> list[int]:
+    """The memories the keyword index finds `word` in: SQLite's FTS5 table, PostgreSQL's GIN index."""
+    if db.is_sqlite:
+        query = text("SELECT rowid FROM memories_fts WHERE memories_fts MATCH :q").bindparams(q=f'"{word}"')
+    else:
+        words = "to_tsvector('english', translate(text || ' ' || coalesce(question, ''), '.@/:-', '     '))"
+        query = text(f"SELECT id FROM memories WHERE {words} @@ to_tsquery('english', :q)").bindparams(q=f"'{word}'")
     with db.session() as session:
-        rows = session.execute(text("SELECT rowid FROM memories_fts WHERE memories_fts MATCH :q"), {"q": f'"{word}"'})
-        return [row[0] for row in rows]
+        return [row[0] for row in session.execute(query)]
 
 
 def test_deleting_removes_the_row_the_keyword_entry_and_the_vector(db: Database, embedder: Embedder) -> None:

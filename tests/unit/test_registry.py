@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,20 @@ def test_the_base_is_registered_once_and_active(tmp_path: Path) -> None:
     assert first.version == again.version == "base-model"
     assert again.status == "active" and again.activated_at is not None
     assert [info.version for info in listed] == ["base-model"]
+
+
+def test_replicas_starting_at_once_register_the_base_once(db: Database) -> None:
+    barrier = threading.Barrier(4)
+
+    def start() -> str:
+        barrier.wait()
+        with db.session() as session:
+            return registry.ensure_base(session, base=BASE).version
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        served = [future.result() for future in [pool.submit(start) for _ in range(4)]]
+    assert served == ["base-model"] * 4
+    assert statuses(db) == {"base-model": "active"}
 
 
 def test_promotion_leaves_exactly_one_active_and_retires_the_previous(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 # SQLite's FTS5 keeps keyword search in step with the table through triggers. Other databases search
-# with LIKE for now (db.memory), until they get their own index (PostgreSQL: a tsvector GIN index).
+# with LIKE (db.search); PostgreSQL gets a tsvector GIN index of its own in 0006.
 _FTS = [
     "CREATE VIRTUAL TABLE memories_fts USING fts5(text, question, content='memories', content_rowid='id',"
     " tokenize='porter unicode61')",
