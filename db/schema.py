@@ -242,3 +242,23 @@ class DigestVote(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ux_digest_votes_run_user", "run_id", "user_id", unique=True),)
+
+
+class AssistantThread(Base):
+    """A thread in Ember's assistant pane: whose it is, which channel they were looking at (Slack's
+    thread context), and whether its title was set. Bolt's default store would keep the context in
+    the thread's first message instead, reading and rewriting it on every lookup."""
+
+    __tablename__ = "assistant_threads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))  # the person's DM with Ember
+    thread_ts: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    context_channel_id: Mapped[str | None] = mapped_column(String(32))
+    titled: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ux_assistant_threads_thread", "channel_id", "thread_ts", unique=True),)

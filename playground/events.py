@@ -161,6 +161,36 @@ class EventFactory:
             event["view"] = copy.deepcopy(home)
         return self.envelope(event)
 
+    def assistant_thread_started(
+        self, user: str, dm: Channel, thread_ts: str, context_channel: str | None
+    ) -> dict[str, Any]:
+        """`user` opened a new thread in Ember's assistant pane, while looking at `context_channel`."""
+        return self.envelope(
+            {
+                "type": "assistant_thread_started",
+                "assistant_thread": self._assistant_thread(user, dm, thread_ts, context_channel),
+                "event_ts": self.ws.clock.next(),
+            }
+        )
+
+    def assistant_thread_context_changed(
+        self, user: str, dm: Channel, thread_ts: str, context_channel: str | None
+    ) -> dict[str, Any]:
+        """`user`, with the pane open, moved to another channel."""
+        return self.envelope(
+            {
+                "type": "assistant_thread_context_changed",
+                "assistant_thread": self._assistant_thread(user, dm, thread_ts, context_channel),
+                "event_ts": self.ws.clock.next(),
+            }
+        )
+
+    def _assistant_thread(self, user: str, dm: Channel, thread_ts: str, context_channel: str | None) -> dict[str, Any]:
+        context: dict[str, Any] = {"team_id": self.ws.team_id, "enterprise_id": None}
+        if context_channel is not None:
+            context["channel_id"] = context_channel
+        return {"user_id": user, "context": context, "channel_id": dm.id, "thread_ts": thread_ts}
+
     def home_action(self, user: str, action: dict[str, Any]) -> dict[str, Any]:
         """A `block_actions` payload for a click on `user`'s Home tab: a view container, no channel,
         no response_url."""

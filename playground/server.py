@@ -298,13 +298,29 @@ class LocalSlack:
 
     def app_home_opened(self, user: str) -> Envelope:
         """`user` opens Ember's Home tab: the app_home_opened envelope Slack would send."""
+        return self._events.app_home_opened(user, self._dm(user))
+
+    def assistant_thread_started(self, user: str, context_channel: str | None = None) -> tuple[Envelope, str, str]:
+        """`user` opens a new thread in Ember's assistant pane (while viewing `context_channel`):
+        Slack starts the thread in their DM with the app. Returns the envelope, the DM and the thread's ts."""
+        dm = self._dm(user)
+        root = self.workspace.post(
+            dm.id, {"user": self.workspace.bot_user_id, "bot_id": self.workspace.bot_id, "text": ""}
+        )
+        envelope = self._events.assistant_thread_started(user, dm, root["ts"], context_channel)
+        return envelope, dm.id, root["ts"]
+
+    def assistant_context_changed(self, user: str, dm: str, thread_ts: str, context_channel: str | None) -> Envelope:
+        return self._events.assistant_thread_context_changed(
+            user, self.workspace.require_channel(dm), thread_ts, context_channel
+        )
+
+    def _dm(self, user: str) -> Channel:
         ws = self.workspace
         ws.require_user(user)
         with ws.lock:
             dm = next((c for c in ws.channels.values() if c.kind == "im" and c.user == user), None)
-        if dm is None:
-            dm = ws.add_channel(user, kind="im", user=user)
-        return self._events.app_home_opened(user, dm)
+            return dm or ws.add_channel(user, kind="im", user=user)
 
     def home(self, user: str) -> dict[str, Any] | None:
         """`user`'s Home tab as Ember last published it (views.publish), or None."""

@@ -257,6 +257,11 @@ def settle(services: Services, event_id: str | None) -> None:
     _finish(services, event_id, ok=True)
 
 
+def settle_failed(services: Services, event_id: str | None) -> None:
+    """Such a step failed: a redelivery or a takeover may try it again."""
+    _finish(services, event_id, ok=False)
+
+
 def _finish(services: Services, event_id: str | None, *, ok: bool) -> None:
     if event_id is None:
         return

@@ -69,6 +69,14 @@ EVENTS: dict[str, Shape] = {
 }
 EVENTS["reaction_removed"] = EVENTS["reaction_added"]
 EVENTS["app_home_opened"] = {"user": Required(STR), "channel": STR, "tab": STR, "view": dict, "event_ts": STR}
+ASSISTANT_THREAD: Shape = {
+    "user_id": Required(STR),
+    "channel_id": Required(STR),
+    "thread_ts": Required(STR),
+    "context": {"channel_id": STR, "team_id": STR, "enterprise_id": OPT_STR},
+}
+EVENTS["assistant_thread_started"] = {"assistant_thread": Required(ASSISTANT_THREAD), "event_ts": STR}
+EVENTS["assistant_thread_context_changed"] = EVENTS["assistant_thread_started"]
 AUTHORIZATION: Shape = {
     "enterprise_id": OPT_STR,
     "team_id": OPT_STR,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
+from handlers.slack.assistant import on_assistant_context_changed, on_assistant_thread_started
 from handlers.slack.claims import on_listener_error
 from handlers.slack.commands import (
     FORGET_CANCEL,
@@ -33,6 +34,8 @@ def register(app: App, *, command: str = "/ember") -> None:
     # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
     register_feedback(app)
     app.event("app_home_opened")(on_app_home_opened)
+    app.event("assistant_thread_started")(on_assistant_thread_started)
+    app.event("assistant_thread_context_changed")(on_assistant_context_changed)
     app.action(HOME_DIGEST_OFF)(on_home_digest_off)
     app.action(HOME_FORGET)(on_home_forget)
     app.error(on_listener_error)

@@ -64,17 +64,32 @@ def remove_reaction(message: Message, user: str, name: str) -> bool:
 
 
 def assistant_thread(ctx: CallContext) -> Response:
-    """setStatus/setTitle/setSuggestedPrompts: only recorded; check the target exists."""
+    """setStatus: only recorded; check the target exists."""
     ctx.channel("channel_id")
     ctx.require("thread_ts")
     return {"ok": True}
 
 
+def assistant_title(ctx: CallContext) -> Response:
+    ctx.channel("channel_id")
+    ctx.require("thread_ts")
+    if not isinstance(ctx.require("title"), str) or not ctx.arg("title").strip():
+        raise SlackError("invalid_arguments", arg="title")
+    return {"ok": True}
+
+
+PROMPTS_LIMIT = 4  # Slack: "up to four" suggested prompts
+
+
 def assistant_prompts(ctx: CallContext) -> Response:
     # thread_ts is optional for suggested prompts (they can be set app-wide per DM).
     ctx.channel("channel_id")
-    if not isinstance(ctx.require("prompts"), list):
+    prompts = ctx.require("prompts")
+    if not isinstance(prompts, list) or not 1 <= len(prompts) <= PROMPTS_LIMIT:
         raise SlackError("invalid_arguments", arg="prompts")
+    for prompt in prompts:
+        if not isinstance(prompt, dict) or not all(isinstance(prompt.get(k), str) for k in ("title", "message")):
+            raise SlackError("invalid_arguments", arg="prompts")
     return {"ok": True}
 
 
@@ -84,6 +99,6 @@ HANDLERS: dict[str, Handler] = {
     "reactions.add": reactions_add,
     "reactions.remove": reactions_remove,
     "assistant.threads.setStatus": assistant_thread,
-    "assistant.threads.setTitle": assistant_thread,
+    "assistant.threads.setTitle": assistant_title,
     "assistant.threads.setSuggestedPrompts": assistant_prompts,
 }

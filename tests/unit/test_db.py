@@ -15,6 +15,7 @@ from sqlalchemy import inspect, text, update
 
 from bot.settings import SettingsError, load_settings
 from db import Database
+from db.assistant import find_thread, popular_questions, set_context, take_title, thread_started
 from db.claims import MAX_ATTEMPTS, Claim, claim_event, event_status, finish_event, heartbeat, note_reply, take_orphans
 from db.repo import Conversation, conversation_turns, record_turn
 from db.schema import HandledEvent, Instance, utcnow
@@ -72,6 +73,38 @@ def test_conversation_turns_are_scoped_to_one_thread_of_one_channel(db: Database
     with db.session() as session:
         turns = conversation_turns(session, conversation=here)
     assert [turn.question for turn in turns] == ["first", "second"]
+
+
+def test_assistant_threads_are_kept_once_titled_once_and_suggest_only_what_their_person_may_see(
+    db: Database,
+) -> None:
+    with db.session() as session:
+        for _ in range(2):  # Slack may send the event twice
+            thread_started(
+                session, workspace_id="T1", channel_id="D1", thread_ts="9.1", user_id="U1", context_channel_id="C1"
+            )
+        set_context(session, channel_id="D1", thread_ts="9.1", context_channel_id="C2")
+    with db.session() as session:
+        thread = find_thread(session, channel_id="D1", thread_ts="9.1")
+        assert thread is not None and (thread.user_id, thread.context_channel_id) == ("U1", "C2")
+        assert [take_title(session, channel_id="D1", thread_ts="9.1") for _ in range(2)] == [True, False]
+
+    public, secret, own_dm = (
+        Conversation("T1", c, k, None) for c, k in [("C1", "channel"), ("G1", "group"), ("D1", "im")]
+    )
+    for conversation, question, times in [
+        (public, "How do I deploy?", 3),
+        (public, "how do I deploy? ", 1),  # the same question, asked a little differently
+        (public, "Where is the style guide?", 2),
+        (secret, "When is the secret launch?", 5),
+        (own_dm, "What is my VPN password?", 1),
+        (Conversation("T2", "C9", "channel", None), "Other workspace question?", 9),
+    ]:
+        for _ in range(times):
+            _turn(db, conversation, question)
+    with db.session() as session:
+        asked = popular_questions(session, audience=Audience("T1", "D1"), since=utcnow() - timedelta(days=7), limit=4)
+    assert asked == ["How do I deploy?", "Where is the style guide?", "What is my VPN password?"]
 
 
 def test_an_event_is_claimed_once_until_it_fails_or_its_lease_runs_out(db: Database) -> None:

@@ -1,0 +1,185 @@
+"""Ember in Slack's assistant pane: a thread in the person's DM with Ember, opened beside a channel.
+
+- `assistant_thread_started`: the thread is recorded (db.assistant, with the channel the person is
+  looking at) and gets up to four suggested prompts: "Catch me up on #channel" when both Ember and
+  the person can read that channel, then the questions the team asked most this week among those the
+  person may see (public channels and their own DM), then defaults.
+- `assistant_thread_context_changed`: the person moved to another channel with the pane open.
+- The first question in a thread becomes its title. Questions are answered by the DM path
+  (handlers.slack.messages), which shows "is thinking…" and the agent's tool steps as the status.
+- "Catch me up on #channel" runs the digest pipeline on demand, as `/ember digest now` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_bolt import BoltContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from db.assistant import find_thread, popular_questions, set_context, take_title, thread_started
+from db.visibility import Audience, dm_digest_holds
+from handlers.slack.answering import settle, settle_failed
+from handlers.slack.asks import SlackAsk
+from handlers.slack.services import CONTEXT_KEY, Services
+
+log = logging.getLogger(__name__)
+
+PROMPTS_LIMIT = 4  # Slack shows at most four
+PROMPT_TITLE_LIMIT = 40
+TITLE_LIMIT = 60
+POPULAR_SINCE = timedelta(days=7)
+DEFAULT_PROMPTS = (
+    {"title": "What can you help with?", "message": "What can you help me with?"},
+    {"title": "Summarize a thread", "message": "How do I get a summary of a long thread?"},
+    {"title": "Teach you a fact", "message": "How do I correct one of your answers?"},
+    {"title": "Daily digest", "message": "How do I get a daily digest of a channel?"},
+)
+CATCH_UP = re.compile(r"^\s*catch me up on <#([CG][A-Z0-9]+)(?:\|[^>]*)?>", re.IGNORECASE)
+CATCH_UP_SENT = "I've read <#{channel}> for the last day; the catch-up is in our DM."
+CATCH_UP_REFUSED = "Sorry, I can't catch you up on that channel: one of us can't read it."
+CATCH_UP_UNAVAILABLE = "Sorry, catch-ups are not available here."
+
+
+def on_assistant_thread_started(
+    event: dict[str, Any], body: dict[str, Any], client: WebClient, context: BoltContext
+) -> None:
+    services: Services = context[CONTEXT_KEY]
+    thread = event["assistant_thread"]
+    user, dm, ts = thread["user_id"], thread["channel_id"], thread["thread_ts"]
+    workspace = str(body.get("team_id") or context.team_id or "")
+    looking_at = (thread.get("context") or {}).get("channel_id")
+    with services.db.session() as session:
+        thread_started(
+            session, workspace_id=workspace, channel_id=dm, thread_ts=ts, user_id=user, context_channel_id=looking_at
+        )
+    prompts = suggested_prompts(services, client, workspace_id=workspace, user_id=user, dm=dm, looking_at=looking_at)
+    try:
+        client.assistant_threads_setSuggestedPrompts(channel_id=dm, thread_ts=ts, title="Try asking", prompts=prompts)
+    except SlackApiError as exc:
+        log.warning("could not suggest prompts to %s: %s", user, exc.response.get("error"))
+
+
+def on_assistant_context_changed(event: dict[str, Any], context: BoltContext) -> None:
+    services: Services = context[CONTEXT_KEY]
+    thread = event["assistant_thread"]
+    with services.db.session() as session:
+        set_context(
+            session,
+            channel_id=thread["channel_id"],
+            thread_ts=thread["thread_ts"],
+            context_channel_id=(thread.get("context") or {}).get("channel_id"),
+        )
+
+
+def suggested_prompts(
+    services: Services, client: WebClient, *, workspace_id: str, user_id: str, dm: str, looking_at: str | None
+) -> list[dict[str, str]]:
+    prompts: list[dict[str, str]] = []
+    if looking_at and may_catch_up(services, client, looking_at, user_id):
+        name = _channel_name(client, looking_at)
+        prompts.append({"title": f"Catch me up on #{name}", "message": f"Catch me up on <#{looking_at}>"})
+    with services.db.session() as session:
+        popular = popular_questions(
+            session,
+            audience=Audience(workspace_id, dm),
+            since=datetime.now(UTC) - POPULAR_SINCE,
+            limit=PROMPTS_LIMIT,
+        )
+    for question in popular:
+        prompts.append({"title": _clip(question, PROMPT_TITLE_LIMIT), "message": question})
+    for default in DEFAULT_PROMPTS:
+        if all(p["message"] != default["message"] for p in prompts):
+            prompts.append(dict(default))
+    return prompts[:PROMPTS_LIMIT]
+
+
+def may_catch_up(services: Services, client: WebClient, channel_id: str, user_id: str) -> bool:
+    """Ember is in the channel, and the person may read it (public, or private with them in it)."""
+    if services.digests is None:
+        return False
+    try:
+        info = client.conversations_info(channel=channel_id).get("channel") or {}
+    except SlackApiError:
+        return False
+    if not info.get("is_member") or info.get("is_im") or info.get("is_mpim"):
+        return False
+    channel_type = "group" if info.get("is_private") else "channel"
+    return dm_digest_holds(
+        channel_type=channel_type, recipient_is_member=services.digests.is_member(channel_id, user_id), recap=False
+    )
+
+
+def in_assistant_thread(services: Services, client: WebClient, ask: SlackAsk) -> bool:
+    """For a DM in a thread of the pane: a catch-up is run (True; its claim is settled when it is
+    done); a question gets the thread its title if it is the first, and is answered as any DM (False)."""
+    if not ask.reply_thread_ts:
+        return False
+    with services.db.session() as session:
+        thread = find_thread(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
+    if thread is None:
+        return False
+    wanted = CATCH_UP.match(ask.text)
+    if wanted:
+        services.in_background(lambda: _catch_up_settled(services, client, ask, wanted.group(1)))
+        return True
+    with services.db.session() as session:
+        first = take_title(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
+    if first:
+        try:
+            client.assistant_threads_setTitle(
+                channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts, title=_clip(ask.text, TITLE_LIMIT)
+            )
+        except SlackApiError as exc:
+            log.warning("could not title the thread of %s: %s", ask.user_id, exc.response.get("error"))
+    return False
+
+
+def _catch_up_settled(services: Services, client: WebClient, ask: SlackAsk, channel_id: str) -> None:
+    try:
+        _catch_up(services, client, ask, channel_id)
+    except Exception:
+        log.exception("the catch-up of %s for %s failed", channel_id, ask.user_id)
+        settle_failed(services, ask.event_id)
+        return
+    settle(services, ask.event_id)
+
+
+def _catch_up(services: Services, client: WebClient, ask: SlackAsk, channel_id: str) -> None:
+    def say(text: str) -> None:
+        client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=text)
+
+    if services.digests is None:
+        say(CATCH_UP_UNAVAILABLE)
+        return
+    if not may_catch_up(services, client, channel_id, ask.user_id):
+        log.info("refused %s a catch-up of %s", ask.user_id, channel_id)
+        say(CATCH_UP_REFUSED)
+        return
+    end = datetime.now(UTC)
+    outcome = services.digests.catch_up(
+        workspace_id=ask.workspace_id,
+        channel_id=channel_id,
+        channel_type=services.channel_type(client, channel_id),
+        user_id=ask.user_id,
+        window=(end - timedelta(hours=24), end),
+        timezone=services.digest_timezone,
+    )
+    log.info("catch-up for %s in %s from the assistant pane: %s", ask.user_id, channel_id, outcome.status)
+    say(CATCH_UP_SENT.format(channel=channel_id) if outcome.status != "refused" else CATCH_UP_REFUSED)
+
+
+def _channel_name(client: WebClient, channel_id: str) -> str:
+    try:
+        return str((client.conversations_info(channel=channel_id).get("channel") or {}).get("name") or channel_id)
+    except SlackApiError:
+        return channel_id
+
+
+def _clip(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
