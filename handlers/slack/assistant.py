@@ -8,6 +8,8 @@
 - The first question in a thread becomes its title. Questions are answered by the DM path
   (handlers.slack.messages), which shows "is thinking…" and the agent's tool steps as the status.
 - "Catch me up on #channel" runs the digest pipeline on demand, as `/ember digest now` does.
+- The message shortcut "Ask Ember about this" starts such a thread in the person's DM with the
+  message quoted at its top, so the questions asked in it are answered with that message as context.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from slack_bolt import BoltContext
+from slack_bolt import Ack, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -43,6 +45,8 @@ CATCH_UP = re.compile(r"^\s*catch me up on <#([CG][A-Z0-9]+)(?:\|[^>]*)?>", re.I
 CATCH_UP_SENT = "I've read <#{channel}> for the last day; the catch-up is in our DM."
 CATCH_UP_REFUSED = "Sorry, I can't catch you up on that channel: one of us can't read it."
 CATCH_UP_UNAVAILABLE = "Sorry, catch-ups are not available here."
+ASK_ABOUT_SHORTCUT = "ember_ask_about"
+QUOTE_LIMIT = 2_000
 
 
 def on_assistant_thread_started(
@@ -73,6 +77,39 @@ def on_assistant_context_changed(event: dict[str, Any], context: BoltContext) ->
             channel_id=thread["channel_id"],
             thread_ts=thread["thread_ts"],
             context_channel_id=(thread.get("context") or {}).get("channel_id"),
+        )
+
+
+def on_ask_about_shortcut(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    """A new thread in the person's DM that quotes the message; Ember answers what they ask in it."""
+    ack()
+    services: Services = context[CONTEXT_KEY]
+    user, channel = body["user"]["id"], body["channel"]["id"]
+    message = body.get("message") or {}
+    ts = str(message.get("ts") or body.get("message_ts") or "")
+    workspace = str((body.get("team") or {}).get("id") or context.team_id or "")
+    try:
+        link = client.chat_getPermalink(channel=channel, message_ts=ts)["permalink"]
+    except SlackApiError:
+        link = None
+    where = f"<{link}|this message>" if link else "this message"
+    author = f" from <@{message['user']}>" if message.get("user") else ""
+    quoted = "\n".join(f"> {line}" for line in _clip_text(str(message.get("text") or ""), QUOTE_LIMIT).splitlines())
+    text = f"You asked me about {where}{author} in <#{channel}>:\n{quoted}\n\nAsk me anything about it in this thread."
+    try:
+        dm = client.conversations_open(users=user)["channel"]["id"]
+        root = client.chat_postMessage(channel=dm, text=text)
+    except SlackApiError as exc:
+        log.warning("could not start a thread about a message for %s: %s", user, exc.response.get("error"))
+        return
+    with services.db.session() as session:
+        thread_started(
+            session,
+            workspace_id=workspace,
+            channel_id=dm,
+            thread_ts=str(root["ts"]),
+            user_id=user,
+            context_channel_id=channel,
         )
 
 
@@ -178,6 +215,10 @@ def _channel_name(client: WebClient, channel_id: str) -> str:
         return str((client.conversations_info(channel=channel_id).get("channel") or {}).get("name") or channel_id)
     except SlackApiError:
         return channel_id
+
+
+def _clip_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _clip(text: str, limit: int) -> str:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from handlers.slack.assistant import on_assistant_context_changed, on_assistant_thread_started
+from handlers.slack.assistant import (
+    ASK_ABOUT_SHORTCUT,
+    on_ask_about_shortcut,
+    on_assistant_context_changed,
+    on_assistant_thread_started,
+)
 from handlers.slack.claims import on_listener_error
 from handlers.slack.commands import (
     FORGET_CANCEL,
@@ -29,6 +34,7 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.action(FORGET_CONFIRM)(on_forget_confirm)
     app.action(FORGET_CANCEL)(on_forget_cancel)
     app.shortcut(SUMMARIZE_SHORTCUT)(on_summarize_shortcut)
+    app.shortcut(ASK_ABOUT_SHORTCUT)(on_ask_about_shortcut)
     app.action(DIGEST_UP)(on_digest_vote)
     app.action(DIGEST_DOWN)(on_digest_vote)
     # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.

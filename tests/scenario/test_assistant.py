@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from bot.runtime import Ember
 from bot.settings import Settings
 from db.assistant import find_thread
-from handlers.slack.assistant import CATCH_UP_REFUSED, CATCH_UP_SENT, DEFAULT_PROMPTS
+from handlers.slack.assistant import ASK_ABOUT_SHORTCUT, CATCH_UP_REFUSED, CATCH_UP_SENT, DEFAULT_PROMPTS
 from playground import LocalSlack
 from tests.conftest import Bots
 from tests.support.digests import CitingEngine
@@ -156,3 +156,30 @@ def _top_level(message: dict[str, Any]) -> bool:
 
 def _said(slack: LocalSlack, dm: str, thread: str, text: str) -> bool:
     return any(m.get("text") == text for m in slack.messages(dm, thread))
+
+
+def test_ask_ember_about_this_starts_a_thread_in_the_dm_that_quotes_the_message(bots: Bots, slack: LocalSlack) -> None:
+    bots.start()
+    alice, bob = slack.add_user("alice"), slack.add_user("bob")
+    general = slack.add_channel("general", members=[alice, bob])
+    said = slack.user_message(general, bob, "The deploy freeze starts Friday at 5pm.")["event"]
+    shortcut = slack.message_shortcut(general, alice, said["ts"], ASK_ABOUT_SHORTCUT)
+    assert bots.client.send_interaction(shortcut).status_code == 200
+    [opened] = slack.wait_for("chat.postMessage", lambda c: "asked me about" in str(c.args.get("text")))
+    dm, root = opened.args["channel"], opened.response["ts"]
+    assert dm.startswith("D"), "in the person's DM with Ember"
+    stored = slack.message(dm, root)
+    assert stored is not None
+    text = stored["text"]
+    assert "> The deploy freeze starts Friday at 5pm." in text and f"<@{bob}>" in text and f"<#{general}>" in text
+    assert "/archives/" in text, "it links the message"
+
+    question = slack.user_message(dm, alice, "When does it start?", thread_ts=root)
+    bots.client.send_event(question)
+    wait_for(lambda: _answers(slack, dm, root) == 1, timeout=120, what="the answer in that thread")
+    [title] = slack.calls_to("assistant.threads.setTitle")
+    assert title.args["title"] == "When does it start?"
+    read = [
+        c for c in slack.calls_to("conversations.replies") if (c.args.get("channel"), c.args.get("ts")) == (dm, root)
+    ]
+    assert read, "the thread, quote included, was read as the question's context"

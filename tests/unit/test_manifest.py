@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from slack_bolt import App, BoltRequest, BoltResponse
 
+from handlers.slack.assistant import ASK_ABOUT_SHORTCUT
 from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT
 from handlers.slack.envelopes import EVENTS
 from handlers.slack.wiring import register
@@ -75,9 +76,10 @@ def test_the_home_tab_the_assistant_pane_the_command_and_the_shortcut_are_declar
     assert "assistant_view" in features and features["assistant_view"]["assistant_description"]
     assert [c["command"] for c in features["slash_commands"]] == ["/ember"]
     shortcuts = {s["callback_id"]: s["type"] for s in features["shortcuts"]}
-    assert shortcuts == {SUMMARIZE_SHORTCUT: "message"}
-    body = {"type": "message_action", "callback_id": SUMMARIZE_SHORTCUT, "user": {"id": "U1"}, "team": {"id": "T1"}}
-    assert listens_to(app, body)
+    assert shortcuts == {SUMMARIZE_SHORTCUT: "message", ASK_ABOUT_SHORTCUT: "message"}
+    for callback_id in shortcuts:
+        body = {"type": "message_action", "callback_id": callback_id, "user": {"id": "U1"}, "team": {"id": "T1"}}
+        assert listens_to(app, body), f"no listener for the {callback_id} shortcut"
     interactivity = declared["settings"]["interactivity"]
     assert interactivity["is_enabled"] is True, "buttons, modals and shortcuts need interactivity"
     assert {"chat:write", "commands", "im:write"} <= set(declared["oauth_config"]["scopes"]["bot"])
