@@ -34,6 +34,7 @@ from db.visibility import dm_digest_holds
 from handlers.qa.digest import WindowTooSmall
 from handlers.qa.schedule import cron_trigger, next_firing
 from handlers.slack.digest_post import DIGEST_UP
+from handlers.slack.home import refresh_home
 from handlers.slack.services import CONTEXT_KEY, Services
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ def on_digest(
         ack(text=_subscribe(services, client, command, words[1:], kind=PERSONAL), response_type="ephemeral")
     else:
         ack(text=_subscribe(services, client, command, words, kind=CHANNEL), response_type="ephemeral")
+    if action not in ("help", "list", "now"):
+        # The Home tab lists the person's digests: an open one shows the change.
+        refresh_home(services, client, workspace_id=command.get("team_id", ""), user_id=command["user_id"])
 
 
 def _subscribe(services: Services, client: WebClient, command: dict[str, Any], words: list[str], *, kind: str) -> str:

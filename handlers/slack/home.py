@@ -40,6 +40,12 @@ def refresh_homes(services: Services, client: WebClient) -> None:
         publish_home(services, client, workspace_id=workspace_id, user_id=user_id)
 
 
+def refresh_home(services: Services, client: WebClient, *, workspace_id: str, user_id: str) -> None:
+    """Publish one person's Home tab again if they have opened it since start-up."""
+    if user_id in services.home_viewers.seen():
+        publish_home(services, client, workspace_id=workspace_id, user_id=user_id)
+
+
 def home_view(services: Services, *, workspace_id: str, user_id: str, note: str = "") -> dict[str, Any]:
     with services.db.session() as session:
         active = registry.active(session)

@@ -91,11 +91,14 @@ def test_the_home_tab_shows_the_model_the_runs_and_what_is_kept_and_follows_a_pr
 def test_a_digest_is_turned_off_from_the_home_tab_and_forget_me_asks_first(bots: Bots, slack: LocalSlack) -> None:
     bot = bots.start()
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")
+    assert "*Your digests*\nNone." in open_home(bots, slack, alice)
     for user in (alice, bob):
         response = bots.client.send_form(slack.command_payload(channel, user, "digest me daily 09:00"))
         assert response.status_code == 200
     wait_for(lambda: len(subs(bot)) == 2, what="both recaps stored")
-    assert "Your personal recap: daily 09:00" in open_home(bots, slack, alice)
+    # Alice's open tab follows her subscription without being opened again.
+    wait_for(lambda: "Your personal recap: daily 09:00" in text_of(slack.home(alice)), what="the tab refreshed")
+    assert slack.home(bob) is None, "bob never opened his"
 
     off = button(slack.home(alice), HOME_DIGEST_OFF)
     assert off["confirm"]["title"]["text"] == "Turn this digest off?"
