@@ -103,6 +103,14 @@ def subscription(session: Session, *, subscription_id: int) -> Subscription | No
     return _detached(row) if row is not None else None
 
 
+def reschedule(session: Session, *, subscription_id: int, cron: str, label: str) -> bool:
+    """A new schedule for a subscription (the scheduler picks it up as for any change)."""
+    changed = session.execute(
+        update(DigestSubscription).where(DigestSubscription.id == subscription_id).values(cron=cron, label=label)
+    )
+    return getattr(changed, "rowcount", 0) == 1
+
+
 def unsubscribe(session: Session, *, subscription_ids: Sequence[int]) -> int:
     """Delete subscriptions (their runs and votes go with them)."""
     if not subscription_ids:

@@ -4,6 +4,8 @@ commands that take a schedule and the scheduler that runs it read it the same wa
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -59,3 +61,65 @@ def _last_firing(trigger: CronTrigger, at: datetime) -> datetime | None:
 
 def next_firing(trigger: CronTrigger, now: datetime) -> datetime | None:
     return trigger.get_next_fire_time(None, now)
+
+
+# --- what people write: `daily 09:00`, `weekly fri 17:00`, `cron "0 9 * * 1-5"` --------------------
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULT_TIME = "09:00"
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+class ScheduleError(ValueError):
+    """What the person wrote is not a schedule; the message says what to write."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str
+    label: str
+
+
+def parse_schedule(words: list[str]) -> Schedule:
+    """`daily [HH:MM]`, `weekly [day] [HH:MM]` or `cron "<5 fields>"` -> a cron line and its label."""
+    if not words:
+        raise ScheduleError('Say how often: `daily [HH:MM]`, `weekly [mon..sun] [HH:MM]` or `cron "0 9 * * 1-5"`.')
+    cadence, rest = words[0].lower(), words[1:]
+    if cadence == "daily":
+        hour, minute = _time(rest[0] if rest else DEFAULT_TIME)
+        _no_more(rest[1:], "daily [HH:MM]")
+        return Schedule(f"{minute} {hour} * * *", f"daily {hour:02d}:{minute:02d}")
+    if cadence == "weekly":
+        day = rest[0].lower()[:3] if rest and not _TIME.match(rest[0]) else "mon"
+        if rest and not _TIME.match(rest[0]) and rest[0].lower()[:3] not in DAYS:
+            raise ScheduleError(f"`{rest[0]}` is not a day of the week: use one of {', '.join(DAYS)}.")
+        times = rest[1:] if rest and not _TIME.match(rest[0]) else rest
+        hour, minute = _time(times[0] if times else DEFAULT_TIME)
+        _no_more(times[1:], "weekly [mon..sun] [HH:MM]")
+        return Schedule(f"{minute} {hour} * * {day}", f"weekly {day} {hour:02d}:{minute:02d}")
+    if cadence == "cron":
+        expression = " ".join(rest)
+        try:
+            cron_trigger(expression)
+        except ValueError as exc:
+            raise ScheduleError(
+                f"`{expression or '(nothing)'}` is not a cron schedule ({exc}). Write five fields, minute hour "
+                'day month weekday, in quotes: `/ember digest cron "0 9 * * 1-5"`.'
+            ) from None
+        return Schedule(expression, f"cron {expression}")
+    raise ScheduleError(
+        f"I don't know the cadence `{words[0]}`. Use `daily [HH:MM]`, `weekly [mon..sun] [HH:MM]` "
+        'or `cron "0 9 * * 1-5"`.'
+    )
+
+
+def _time(text: str) -> tuple[int, int]:
+    match = _TIME.match(text)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ScheduleError(f"`{text}` is not a time of day: write HH:MM on a 24-hour clock, e.g. 09:00 or 17:30.")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _no_more(words: list[str], shape: str) -> None:
+    if words:
+        raise ScheduleError(f"I didn't understand `{' '.join(words)}`: write `{shape}`.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -32,7 +31,7 @@ from db.digests import (
 )
 from db.visibility import dm_digest_holds
 from handlers.qa.digest import WindowTooSmall
-from handlers.qa.schedule import cron_trigger, next_firing
+from handlers.qa.schedule import ScheduleError, cron_trigger, next_firing, parse_schedule
 from handlers.slack.digest_post import DIGEST_UP
 from handlers.slack.home import refresh_home
 from handlers.slack.services import CONTEXT_KEY, Services
@@ -40,8 +39,6 @@ from handlers.slack.services import CONTEXT_KEY, Services
 log = logging.getLogger(__name__)
 
 SUMMARIZE_SHORTCUT = "ember_summarize_thread"
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DEFAULT_TIME = "09:00"
 DIGEST_USAGE = (
     "*Digests*\n"
     "• `/ember digest daily [HH:MM]`: a digest of this channel every day, posted here\n"
@@ -53,62 +50,6 @@ DIGEST_USAGE = (
     "• `/ember summarize <link to a message>`: sum up that thread (or use the message shortcut "
     "*Summarize this thread*)"
 )
-_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
-
-
-class ScheduleError(ValueError):
-    """What the person wrote is not a schedule; the message says what to write."""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    cron: str
-    label: str
-
-
-def parse_schedule(words: list[str]) -> Schedule:
-    """`daily [HH:MM]`, `weekly [day] [HH:MM]` or `cron "<5 fields>"` -> a cron line and its label."""
-    if not words:
-        raise ScheduleError('Say how often: `daily [HH:MM]`, `weekly [mon..sun] [HH:MM]` or `cron "0 9 * * 1-5"`.')
-    cadence, rest = words[0].lower(), words[1:]
-    if cadence == "daily":
-        hour, minute = _time(rest[0] if rest else DEFAULT_TIME)
-        _no_more(rest[1:], "daily [HH:MM]")
-        return Schedule(f"{minute} {hour} * * *", f"daily {hour:02d}:{minute:02d}")
-    if cadence == "weekly":
-        day = rest[0].lower()[:3] if rest and not _TIME.match(rest[0]) else "mon"
-        if rest and not _TIME.match(rest[0]) and rest[0].lower()[:3] not in DAYS:
-            raise ScheduleError(f"`{rest[0]}` is not a day of the week: use one of {', '.join(DAYS)}.")
-        times = rest[1:] if rest and not _TIME.match(rest[0]) else rest
-        hour, minute = _time(times[0] if times else DEFAULT_TIME)
-        _no_more(times[1:], "weekly [mon..sun] [HH:MM]")
-        return Schedule(f"{minute} {hour} * * {day}", f"weekly {day} {hour:02d}:{minute:02d}")
-    if cadence == "cron":
-        expression = " ".join(rest)
-        try:
-            cron_trigger(expression)
-        except ValueError as exc:
-            raise ScheduleError(
-                f"`{expression or '(nothing)'}` is not a cron schedule ({exc}). Write five fields, minute hour "
-                'day month weekday, in quotes: `/ember digest cron "0 9 * * 1-5"`.'
-            ) from None
-        return Schedule(expression, f"cron {expression}")
-    raise ScheduleError(
-        f"I don't know the cadence `{words[0]}`. Use `daily [HH:MM]`, `weekly [mon..sun] [HH:MM]` "
-        'or `cron "0 9 * * 1-5"`.'
-    )
-
-
-def _time(text: str) -> tuple[int, int]:
-    match = _TIME.match(text)
-    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ScheduleError(f"`{text}` is not a time of day: write HH:MM on a 24-hour clock, e.g. 09:00 or 17:30.")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _no_more(words: list[str], shape: str) -> None:
-    if words:
-        raise ScheduleError(f"I didn't understand `{' '.join(words)}`: write `{shape}`.")
 
 
 # --- /ember digest -----------------------------------------------------------------------------

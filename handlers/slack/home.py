@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from typing import Any
 
 from slack_bolt import Ack, BoltContext
@@ -18,18 +19,23 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select
 
-from db.digests import CHANNEL, Subscription, subscriptions, unsubscribe
+from db.digests import CHANNEL, Subscription, reschedule, subscriptions, unsubscribe
 from db.repo import forget_user
 from db.schema import Memory, TrainingRun, Turn, Vote
+from handlers.qa.schedule import ScheduleError, parse_schedule
 from handlers.slack.services import CONTEXT_KEY, Services
 from models import registry
 
 log = logging.getLogger(__name__)
 
 HOME_DIGEST_OFF = "ember_home_digest_off"
+HOME_DIGEST_EDIT = "ember_home_digest_edit"
+EDIT_CALLBACK = "ember_digest_schedule"
+SCHEDULE_BLOCK, SCHEDULE_INPUT = "schedule", "schedule_input"
 HOME_FORGET = "ember_home_forget"
 RUNS_SHOWN = 3
-# Slack takes at most 100 blocks in a view; the rest of the tab needs about 15.
+GONE = "That digest is already stopped."
+# Slack takes at most 100 blocks in a view: two a digest, and about 15 for the rest of the tab.
 DIGESTS_SHOWN = 40
 Block = dict[str, Any]
 
@@ -82,7 +88,7 @@ def home_view(services: Services, *, workspace_id: str, user_id: str, note: str 
         {"type": "divider"},
         _section("*Your digests*" if digests else "*Your digests*\nNone. `/ember digest daily 09:00` sets one up."),
     ]
-    blocks += [_digest_block(sub) for sub in digests[:DIGESTS_SHOWN]]
+    blocks += [block for sub in digests[:DIGESTS_SHOWN] for block in _digest_blocks(sub)]
     if len(digests) > DIGESTS_SHOWN:
         blocks.append(_context(f"…and {len(digests) - DIGESTS_SHOWN} more: `/ember digest list` in a channel."))
     blocks += [
@@ -124,16 +130,81 @@ def on_home_digest_off(ack: Ack, body: dict[str, Any], client: WebClient, contex
     ack()
     services: Services = context[CONTEXT_KEY]
     user_id, workspace_id = body["user"]["id"], _workspace(body, context)
-    wanted = str(body["actions"][0].get("value", ""))
-    with services.db.session() as session:
-        # Only a digest this person gets or set up: a forged value cannot stop someone else's.
-        mine = [s for s in subscriptions(session, workspace_id=workspace_id) if s.user_id == user_id]
-        gone = [s for s in mine if str(s.id) == wanted]
-        unsubscribe(session, subscription_ids=[s.id for s in gone])
-    if gone:
+    sub = _own_digest(services, body, context, str(body["actions"][0].get("value", "")))
+    if sub is not None:
+        with services.db.session() as session:
+            unsubscribe(session, subscription_ids=[sub.id])
         services.digests_changed()
-    note = f"Stopped {_what(gone[0])}." if gone else "That digest was already stopped."
+    note = f"Stopped {_what(sub)}." if sub is not None else GONE
     publish_home(services, client, workspace_id=workspace_id, user_id=user_id, note=note)
+
+
+def on_home_digest_edit(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    """Edit opens a modal with the schedule as the person wrote it."""
+    ack()
+    services: Services = context[CONTEXT_KEY]
+    sub = _own_digest(services, body, context, str(body["actions"][0].get("value", "")))
+    if sub is None:
+        publish_home(services, client, workspace_id=_workspace(body, context), user_id=body["user"]["id"], note=GONE)
+        return
+    client.views_open(trigger_id=body["trigger_id"], view=schedule_modal(sub))
+
+
+def on_schedule_submit(
+    ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient, context: BoltContext
+) -> None:
+    services: Services = context[CONTEXT_KEY]
+    typed = str(view["state"]["values"][SCHEDULE_BLOCK][SCHEDULE_INPUT].get("value") or "")
+    try:
+        schedule = parse_schedule(shlex.split(typed))
+    except (ScheduleError, ValueError) as exc:
+        # The modal stays open with the reason under the field; nothing changes.
+        ack(response_action="errors", errors={SCHEDULE_BLOCK: str(exc)[:150]})
+        return
+    ack()
+    user_id, workspace_id = body["user"]["id"], _workspace(body, context)
+    sub = _own_digest(services, body, context, view.get("private_metadata", ""))
+    if sub is None:
+        publish_home(services, client, workspace_id=workspace_id, user_id=user_id, note=GONE)
+        return
+    with services.db.session() as session:
+        reschedule(session, subscription_id=sub.id, cron=schedule.cron, label=schedule.label)
+    services.digests_changed()
+    note = f"{_what(sub).capitalize()} is now {schedule.label} ({sub.timezone})."
+    publish_home(services, client, workspace_id=workspace_id, user_id=user_id, note=note)
+
+
+def schedule_modal(sub: Subscription) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "private_metadata": str(sub.id),
+        "title": {"type": "plain_text", "text": "Digest schedule"},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            _section(f"When should I post {_what(sub)}? Times are in {sub.timezone}."),
+            {
+                "type": "input",
+                "block_id": SCHEDULE_BLOCK,
+                "label": {"type": "plain_text", "text": "Schedule"},
+                "hint": {"type": "plain_text", "text": 'daily 09:00, weekly fri 17:00, or cron "0 9 * * 1-5"'},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": SCHEDULE_INPUT,
+                    "initial_value": sub.label,
+                },
+            },
+        ],
+    }
+
+
+def _own_digest(services: Services, body: dict[str, Any], context: BoltContext, wanted: str) -> Subscription | None:
+    """The digest `wanted` names, if this person gets it or set it up: a forged id finds nothing."""
+    user_id, workspace_id = body["user"]["id"], _workspace(body, context)
+    with services.db.session() as session:
+        mine = [s for s in subscriptions(session, workspace_id=workspace_id) if s.user_id == user_id]
+    return next((s for s in mine if str(s.id) == wanted), None)
 
 
 def on_home_forget(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
@@ -177,19 +248,29 @@ def _what(sub: Subscription) -> str:
     return f"the digest of <#{sub.channel_id}>" if sub.kind == CHANNEL else "your personal recap"
 
 
-def _digest_block(sub: Subscription) -> Block:
-    return {
-        "type": "section",
-        "block_id": f"digest-{sub.id}",
-        "text": {"type": "mrkdwn", "text": f"{_what(sub).capitalize()}: {sub.label} ({sub.timezone})"},
-        "accessory": {
-            "type": "button",
-            "action_id": HOME_DIGEST_OFF,
-            "value": str(sub.id),
-            "text": {"type": "plain_text", "text": "Turn off"},
-            "confirm": _confirm("Turn this digest off?", f"I will stop posting {_what(sub)}.", "Turn off"),
+def _digest_blocks(sub: Subscription) -> list[Block]:
+    return [
+        _section(f"{_what(sub).capitalize()}: {sub.label} ({sub.timezone})"),
+        {
+            "type": "actions",
+            "block_id": f"digest-{sub.id}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": HOME_DIGEST_EDIT,
+                    "value": str(sub.id),
+                    "text": {"type": "plain_text", "text": "Edit"},
+                },
+                {
+                    "type": "button",
+                    "action_id": HOME_DIGEST_OFF,
+                    "value": str(sub.id),
+                    "text": {"type": "plain_text", "text": "Turn off"},
+                    "confirm": _confirm("Turn this digest off?", f"I will stop posting {_what(sub)}.", "Turn off"),
+                },
+            ],
         },
-    }
+    ]
 
 
 def _forget_button() -> Block:

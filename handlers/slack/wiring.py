@@ -21,7 +21,17 @@ from handlers.slack.commands import (
 from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT, on_digest_vote, on_summarize_shortcut
 from handlers.slack.digest_post import DIGEST_DOWN, DIGEST_UP
 from handlers.slack.feedback import register_feedback
-from handlers.slack.home import HOME_DIGEST_OFF, HOME_FORGET, on_app_home_opened, on_home_digest_off, on_home_forget
+from handlers.slack.home import (
+    EDIT_CALLBACK,
+    HOME_DIGEST_EDIT,
+    HOME_DIGEST_OFF,
+    HOME_FORGET,
+    on_app_home_opened,
+    on_home_digest_edit,
+    on_home_digest_off,
+    on_home_forget,
+    on_schedule_submit,
+)
 from handlers.slack.mentions import on_app_mention
 from handlers.slack.messages import on_message
 
@@ -43,5 +53,7 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.event("assistant_thread_started")(on_assistant_thread_started)
     app.event("assistant_thread_context_changed")(on_assistant_context_changed)
     app.action(HOME_DIGEST_OFF)(on_home_digest_off)
+    app.action(HOME_DIGEST_EDIT)(on_home_digest_edit)
+    app.view(EDIT_CALLBACK)(on_schedule_submit)
     app.action(HOME_FORGET)(on_home_forget)
     app.error(on_listener_error)

@@ -10,7 +10,7 @@ from typing import Any
 from bot.settings import Settings
 from db.digests import subscriptions
 from db.schema import TrainingRun, utcnow
-from handlers.slack.home import HOME_DIGEST_OFF, HOME_FORGET
+from handlers.slack.home import HOME_DIGEST_EDIT, HOME_DIGEST_OFF, HOME_FORGET, SCHEDULE_BLOCK, SCHEDULE_INPUT
 from models import registry
 from playground import LocalSlack
 from tests.conftest import Bots
@@ -41,9 +41,9 @@ def open_home(bots: Bots, slack: LocalSlack, user: str) -> str:
 def button(view: dict[str, Any] | None, action_id: str) -> dict[str, Any]:
     assert view is not None
     for block in view["blocks"]:
-        accessory = block.get("accessory")
-        if isinstance(accessory, dict) and accessory.get("action_id") == action_id:
-            return accessory
+        for element in [block.get("accessory"), *(block.get("elements") or [])]:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return element
     raise AssertionError(f"no {action_id} button on the tab")
 
 
@@ -88,7 +88,9 @@ def test_the_home_tab_shows_the_model_the_runs_and_what_is_kept_and_follows_a_pr
     assert "12 examples (9 good, 3 bad); promoted `tiny-llama-ft1`" in shown
 
 
-def test_a_digest_is_turned_off_from_the_home_tab_and_forget_me_asks_first(bots: Bots, slack: LocalSlack) -> None:
+def test_a_digest_is_edited_and_turned_off_from_the_home_tab_and_forget_me_asks_first(
+    bots: Bots, slack: LocalSlack
+) -> None:
     bot = bots.start()
     channel, alice, bob = slack.add_channel("general"), slack.add_user("alice"), slack.add_user("bob")
     assert "*Your digests*\nNone." in open_home(bots, slack, alice)
@@ -100,13 +102,36 @@ def test_a_digest_is_turned_off_from_the_home_tab_and_forget_me_asks_first(bots:
     wait_for(lambda: "Your personal recap: daily 09:00" in text_of(slack.home(alice)), what="the tab refreshed")
     assert slack.home(bob) is None, "bob never opened his"
 
+    # Edit: a modal with the schedule as she wrote it; a bad one is refused in the modal.
+    assert bots.client.send_interaction(slack.home_action(alice, HOME_DIGEST_EDIT)).status_code == 200
+    [opened] = slack.wait_for("views.open")
+    modal = opened.response["view"]
+    field = modal["blocks"][1]["element"]
+    assert field["initial_value"] == "daily 09:00"
+
+    def submit(schedule: str) -> Any:
+        values = {SCHEDULE_BLOCK: {SCHEDULE_INPUT: {"type": "plain_text_input", "value": schedule}}}
+        return bots.client.send_interaction(slack.events.view_submission(alice, modal, values))
+
+    refused = submit("hourly")
+    assert refused.json()["response_action"] == "errors"
+    assert "I don't know the cadence `hourly`" in refused.json()["errors"][SCHEDULE_BLOCK]
+    assert [s.cron for s in subs(bot) if s.user_id == alice] == ["0 9 * * *"], "nothing changed"
+    published = len(slack.calls_to("views.publish"))
+    assert submit("weekly fri 17:00").status_code == 200
+    slack.wait_for("views.publish", count=published + 1)
+    shown = text_of(slack.home(alice))
+    assert "Your personal recap is now weekly fri 17:00" in shown
+    assert "Your personal recap: weekly fri 17:00" in shown
+    assert [s.cron for s in subs(bot) if s.user_id == alice] == ["0 17 * * fri"]
+
     off = button(slack.home(alice), HOME_DIGEST_OFF)
     assert off["confirm"]["title"]["text"] == "Turn this digest off?"
     published = len(slack.calls_to("views.publish"))
     assert bots.client.send_interaction(slack.home_action(alice, HOME_DIGEST_OFF)).status_code == 200
     slack.wait_for("views.publish", count=published + 1)
     shown = text_of(slack.home(alice))
-    assert "Stopped your personal recap." in shown and "daily 09:00 (" not in shown
+    assert "Stopped your personal recap." in shown and "weekly fri 17:00 (" not in shown
     assert [s.user_id for s in subs(bot)] == [bob], "only alice's recap stopped"
 
     # A forged click naming bob's recap stops nothing.

@@ -10,8 +10,7 @@ import pytest
 
 from db import Database
 from db.digests import FAILED, claim_run, finish_run, forget_digests, subscribe, subscriptions
-from handlers.qa.schedule import cron_trigger, last_closed_window
-from handlers.slack.digest_commands import ScheduleError, parse_schedule
+from handlers.qa.schedule import ScheduleError, cron_trigger, last_closed_window, parse_schedule
 
 
 @pytest.mark.parametrize(
