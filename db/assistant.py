@@ -1,4 +1,5 @@
-"""Threads of the assistant pane (db.schema.AssistantThread), and the questions a team asks most."""
+"""Threads of the assistant pane (db.schema.AssistantThread), what each person is looking at beside
+the agent view (db.schema.AgentContext), and the questions a team asks most."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.schema import AssistantThread, Turn, utcnow
+from db.schema import AgentContext, AssistantThread, Turn, utcnow
 from db.visibility import Audience, visible_to
 
 
@@ -94,3 +96,24 @@ def popular_questions(session: Session, *, audience: Audience, since: datetime, 
         .limit(limit)
     )
     return [str(question) for question, _count, _last in rows]
+
+
+def set_viewing(session: Session, *, workspace_id: str, user_id: str, channel_id: str | None) -> None:
+    """The channel `user_id` is looking at now (None: not a channel)."""
+    where = (AgentContext.workspace_id == workspace_id, AgentContext.user_id == user_id)
+    changed = session.execute(update(AgentContext).where(*where).values(channel_id=channel_id, updated_at=utcnow()))
+    if getattr(changed, "rowcount", 0):
+        return
+    try:
+        with session.begin_nested():
+            session.add(AgentContext(workspace_id=workspace_id, user_id=user_id, channel_id=channel_id))
+    except IntegrityError:  # a change that arrived at the same moment wrote the row first
+        session.execute(update(AgentContext).where(*where).values(channel_id=channel_id, updated_at=utcnow()))
+
+
+def viewing(session: Session, *, workspace_id: str, user_id: str) -> str | None:
+    return session.scalar(
+        select(AgentContext.channel_id).where(
+            AgentContext.workspace_id == workspace_id, AgentContext.user_id == user_id
+        )
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from db.digests import forget_digests
 from db.memory import delete_turn_memories, delete_user_memories
 from db.redact import redact
-from db.schema import AssistantThread, ToolCall, TrainingRun, Turn, Vote, utcnow
+from db.schema import AgentContext, AssistantThread, ToolCall, TrainingRun, Turn, Vote, utcnow
 
 if TYPE_CHECKING:
     from db.vector_index import VectorIndex
@@ -154,7 +154,6 @@ def forget_user(session: Session, *, workspace_id: str, user_id: str, index: Vec
     # Tool calls on the person's turns go with them (ON DELETE CASCADE).
     session.execute(delete(Turn).where(Turn.id.in_(turn_ids)))
     digests = forget_digests(session, workspace_id=workspace_id, user_id=user_id)
-    session.execute(
-        delete(AssistantThread).where(AssistantThread.workspace_id == workspace_id, AssistantThread.user_id == user_id)
-    )
+    for table in (AssistantThread, AgentContext):  # where they talked with Ember, and what they were viewing
+        session.execute(delete(table).where(table.workspace_id == workspace_id, table.user_id == user_id))
     return Forgotten(turns=len(turn_ids), memories=memories, votes=int(votes or 0), digests=digests)

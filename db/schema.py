@@ -262,3 +262,18 @@ class AssistantThread(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ux_assistant_threads_thread", "channel_id", "thread_ts", unique=True),)
+
+
+class AgentContext(Base):
+    """What a person is looking at beside Ember's agent view (Slack's app_context_changed): the
+    channel a "Catch me up" prompt offers. One row a person, replaced on every change."""
+
+    __tablename__ = "agent_contexts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ux_agent_contexts_user", "workspace_id", "user_id", unique=True),)

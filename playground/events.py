@@ -146,19 +146,32 @@ class EventFactory:
             del payload["message"]
         return payload
 
-    def app_home_opened(self, user: str, channel: Channel) -> dict[str, Any]:
-        """`user` opened the app's Home tab; `channel` is their DM with the app. Slack includes the
-        home view once one has been published."""
+    def app_home_opened(self, user: str, channel: Channel, tab: str = "home") -> dict[str, Any]:
+        """`user` opened the app's Home (or Messages) tab; `channel` is their DM with the app. Slack
+        includes the home view once one has been published."""
         event: dict[str, Any] = {
             "type": "app_home_opened",
             "user": user,
             "channel": channel.id,
-            "tab": "home",
+            "tab": tab,
             "event_ts": self.ws.clock.next(),
         }
         home = self.ws.homes.get(user)
-        if home is not None:
+        if home is not None and tab == "home":
             event["view"] = copy.deepcopy(home)
+        return self.envelope(event)
+
+    def app_context_changed(self, user: str, channel: Channel, viewing: str | None) -> dict[str, Any]:
+        """Agent view: `user`, with the app open beside Slack, now looks at channel `viewing` (None:
+        at nothing Slack names, and the context is empty)."""
+        entities = [{"type": "slack#/types/channel_id", "value": viewing, "team_id": self.ws.team_id}]
+        event = {
+            "type": "app_context_changed",
+            "user": user,
+            "channel": channel.id,
+            "context": {"entities": entities} if viewing else {},
+            "event_ts": self.ws.clock.next(),
+        }
         return self.envelope(event)
 
     def assistant_thread_started(

@@ -296,9 +296,14 @@ class LocalSlack:
             action["value"] = value
         return self._events.block_action(ch, user, message, action, self.response_url(ch.id, user))
 
-    def app_home_opened(self, user: str) -> Envelope:
-        """`user` opens Ember's Home tab: the app_home_opened envelope Slack would send."""
-        return self._events.app_home_opened(user, self._dm(user))
+    def app_home_opened(self, user: str, tab: str = "home") -> Envelope:
+        """`user` opens Ember's Home tab (or, `tab="messages"`, its messages tab, where the agent view
+        lives): the app_home_opened envelope Slack would send."""
+        return self._events.app_home_opened(user, self._dm(user), tab)
+
+    def app_context_changed(self, user: str, viewing: str | None) -> Envelope:
+        """Agent view: `user` now looks at channel `viewing` with Ember open beside it."""
+        return self._events.app_context_changed(user, self._dm(user), viewing)
 
     def assistant_thread_started(self, user: str, context_channel: str | None = None) -> tuple[Envelope, str, str]:
         """`user` opens a new thread in Ember's assistant pane (while viewing `context_channel`):

@@ -1,4 +1,9 @@
-"""Ember in Slack's assistant pane: a thread in the person's DM with Ember, opened beside a channel.
+"""Ember in Slack's AI surfaces: the agent view (new apps since mid-2026: the messages tab, with
+`app_context_changed` saying what the person is looking at) and the older assistant pane (threads in
+the person's DM with Ember, each opened beside a channel). Both get the same suggested prompts.
+
+- Agent view: opening the messages tab (`app_home_opened`, tab "messages") and every
+  `app_context_changed` suggest prompts for the DM; the channel being viewed is kept in db.assistant.
 
 - `assistant_thread_started`: the thread is recorded (db.assistant, with the channel the person is
   looking at) and gets up to four suggested prompts: "Catch me up on #channel" when both Ember and
@@ -23,7 +28,15 @@ from slack_bolt import Ack, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from db.assistant import find_thread, popular_questions, set_context, take_title, thread_started
+from db.assistant import (
+    find_thread,
+    popular_questions,
+    set_context,
+    set_viewing,
+    take_title,
+    thread_started,
+    viewing,
+)
 from db.visibility import Audience, dm_digest_holds
 from handlers.slack.answering import settle, settle_failed
 from handlers.slack.asks import SlackAsk
@@ -61,11 +74,76 @@ def on_assistant_thread_started(
         thread_started(
             session, workspace_id=workspace, channel_id=dm, thread_ts=ts, user_id=user, context_channel_id=looking_at
         )
-    prompts = suggested_prompts(services, client, workspace_id=workspace, user_id=user, dm=dm, looking_at=looking_at)
+    suggest(services, client, workspace_id=workspace, user_id=user, dm=dm, thread_ts=ts, looking_at=looking_at)
+
+
+def on_messages_tab_opened(services: Services, client: WebClient, *, workspace_id: str, user_id: str, dm: str) -> None:
+    """Agent view: the person opened Ember's messages tab; the prompts sit at the top of the DM."""
+    with services.db.session() as session:
+        looking_at = viewing(session, workspace_id=workspace_id, user_id=user_id)
+    suggest(services, client, workspace_id=workspace_id, user_id=user_id, dm=dm, thread_ts=None, looking_at=looking_at)
+
+
+def on_app_context_changed(
+    event: dict[str, Any], body: dict[str, Any], client: WebClient, context: BoltContext
+) -> None:
+    """Agent view: the person, with Ember open, now looks at something else; the prompts follow."""
+    services: Services = context[CONTEXT_KEY]
+    user = event.get("user") or _person(body)
+    if not user:
+        return
+    workspace = str(body.get("team_id") or context.team_id or "")
+    looking_at = viewed_channel(event.get("context") or {})
+    with services.db.session() as session:
+        set_viewing(session, workspace_id=workspace, user_id=user, channel_id=looking_at)
     try:
-        client.assistant_threads_setSuggestedPrompts(channel_id=dm, thread_ts=ts, title="Try asking", prompts=prompts)
+        dm = str(event.get("channel") or client.conversations_open(users=user)["channel"]["id"])
     except SlackApiError as exc:
-        log.warning("could not suggest prompts to %s: %s", user, exc.response.get("error"))
+        log.warning("could not open the DM of %s: %s", user, exc.response.get("error"))
+        return
+    suggest(services, client, workspace_id=workspace, user_id=user, dm=dm, thread_ts=None, looking_at=looking_at)
+
+
+def viewed_channel(app_context: dict[str, Any]) -> str | None:
+    """The channel in Slack's app context (its entities come most relevant first), if any."""
+    for entity in app_context.get("entities") or []:
+        if not isinstance(entity, dict):
+            continue
+        value = entity.get("value")
+        if entity.get("type") == "slack#/types/channel_id" and isinstance(value, str):
+            return value
+        if entity.get("type") == "slack#/types/message_context" and isinstance(value, dict):
+            channel = value.get("channel_id")
+            return channel if isinstance(channel, str) else None
+    return None
+
+
+def suggest(
+    services: Services,
+    client: WebClient,
+    *,
+    workspace_id: str,
+    user_id: str,
+    dm: str,
+    thread_ts: str | None,
+    looking_at: str | None,
+) -> None:
+    prompts = suggested_prompts(
+        services, client, workspace_id=workspace_id, user_id=user_id, dm=dm, looking_at=looking_at
+    )
+    where = {"thread_ts": thread_ts} if thread_ts else {}
+    try:
+        client.assistant_threads_setSuggestedPrompts(channel_id=dm, title="Try asking", prompts=prompts, **where)
+    except SlackApiError as exc:
+        log.warning("could not suggest prompts to %s: %s", user_id, exc.response.get("error"))
+
+
+def _person(body: dict[str, Any]) -> str | None:
+    """The person an event is about, where the event itself does not say (Slack's authorizations)."""
+    for authorization in body.get("authorizations") or []:
+        if isinstance(authorization, dict) and not authorization.get("is_bot") and authorization.get("user_id"):
+            return str(authorization["user_id"])
+    return None
 
 
 def on_assistant_context_changed(event: dict[str, Any], context: BoltContext) -> None:
@@ -151,19 +229,20 @@ def may_catch_up(services: Services, client: WebClient, channel_id: str, user_id
     )
 
 
-def in_assistant_thread(services: Services, client: WebClient, ask: SlackAsk) -> bool:
-    """For a DM in a thread of the pane: a catch-up is run (True; its claim is settled when it is
-    done); a question gets the thread its title if it is the first, and is answered as any DM (False)."""
+def before_answering_dm(services: Services, client: WebClient, ask: SlackAsk) -> bool:
+    """For a DM: "Catch me up on #channel" runs a catch-up instead of an answer (True; its claim is
+    settled when it is done); in a thread of the pane, the first question gives the thread its title,
+    and it is answered as any DM (False)."""
+    wanted = CATCH_UP.match(ask.text)
+    if wanted:
+        services.in_background(lambda: _catch_up_settled(services, client, ask, wanted.group(1)))
+        return True
     if not ask.reply_thread_ts:
         return False
     with services.db.session() as session:
         thread = find_thread(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
     if thread is None:
         return False
-    wanted = CATCH_UP.match(ask.text)
-    if wanted:
-        services.in_background(lambda: _catch_up_settled(services, client, ask, wanted.group(1)))
-        return True
     with services.db.session() as session:
         first = take_title(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
     if first:

@@ -77,6 +77,7 @@ ASSISTANT_THREAD: Shape = {
 }
 EVENTS["assistant_thread_started"] = {"assistant_thread": Required(ASSISTANT_THREAD), "event_ts": STR}
 EVENTS["assistant_thread_context_changed"] = EVENTS["assistant_thread_started"]
+EVENTS["app_context_changed"] = {"user": STR, "channel": STR, "context": dict, "event_ts": STR}
 AUTHORIZATION: Shape = {
     "enterprise_id": OPT_STR,
     "team_id": OPT_STR,

@@ -23,6 +23,7 @@ from db.digests import CHANNEL, Subscription, reschedule, subscriptions, unsubsc
 from db.repo import forget_user
 from db.schema import Memory, TrainingRun, Turn, Vote
 from handlers.qa.schedule import ScheduleError, parse_schedule
+from handlers.slack.assistant import on_messages_tab_opened
 from handlers.slack.services import CONTEXT_KEY, Services
 from models import registry
 
@@ -118,10 +119,14 @@ def publish_home(services: Services, client: WebClient, *, workspace_id: str, us
 
 
 def on_app_home_opened(event: dict[str, Any], body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
-    if event.get("tab", "home") != "home":
-        return  # the Messages tab: DMs are answered as messages
     services: Services = context[CONTEXT_KEY]
     workspace_id = str(body.get("team_id") or context.team_id or "")
+    if event.get("tab", "home") != "home":
+        # The messages tab: under the agent view, where people ask; it gets the suggested prompts.
+        dm = str(event.get("channel") or "")
+        if dm:
+            on_messages_tab_opened(services, client, workspace_id=workspace_id, user_id=event["user"], dm=dm)
+        return
     services.home_viewers.opened(event["user"], workspace_id)
     publish_home(services, client, workspace_id=workspace_id, user_id=event["user"])
 

@@ -1,6 +1,6 @@
 """`message.im`: direct messages are questions; Ember answers in the DM (in the thread if there is one).
-In a thread of the assistant pane (handlers.slack.assistant) the first question titles the thread,
-and "Catch me up on #channel" runs a catch-up instead."""
+"Catch me up on #channel" runs a catch-up instead, and in a thread of the assistant pane the first
+question titles the thread (handlers.slack.assistant)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 
 from handlers.slack.answering import answer_and_post, settle
 from handlers.slack.asks import ask_from_event
-from handlers.slack.assistant import in_assistant_thread
+from handlers.slack.assistant import before_answering_dm
 from handlers.slack.services import CONTEXT_KEY, Services
 from handlers.slack.text import BARE_MENTION_HELP, is_from_person
 
@@ -26,6 +26,6 @@ def on_message(body: dict[str, Any], event: dict[str, Any], client: WebClient, c
         client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=BARE_MENTION_HELP)
         settle(services, ask.event_id)
         return
-    if in_assistant_thread(services, client, ask):
+    if before_answering_dm(services, client, ask):
         return
     answer_and_post(services, client, ask, bot_user_id=context.bot_user_id)

@@ -6,6 +6,7 @@ from slack_bolt import App
 
 from handlers.slack.assistant import (
     ASK_ABOUT_SHORTCUT,
+    on_app_context_changed,
     on_ask_about_shortcut,
     on_assistant_context_changed,
     on_assistant_thread_started,
@@ -52,6 +53,7 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.event("app_home_opened")(on_app_home_opened)
     app.event("assistant_thread_started")(on_assistant_thread_started)
     app.event("assistant_thread_context_changed")(on_assistant_context_changed)
+    app.event("app_context_changed")(on_app_context_changed)
     app.action(HOME_DIGEST_OFF)(on_home_digest_off)
     app.action(HOME_DIGEST_EDIT)(on_home_digest_edit)
     app.view(EDIT_CALLBACK)(on_schedule_submit)

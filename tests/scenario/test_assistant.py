@@ -183,3 +183,34 @@ def test_ask_ember_about_this_starts_a_thread_in_the_dm_that_quotes_the_message(
         c for c in slack.calls_to("conversations.replies") if (c.args.get("channel"), c.args.get("ts")) == (dm, root)
     ]
     assert read, "the thread, quote included, was read as the question's context"
+
+
+def test_in_the_agent_view_the_prompts_follow_the_channel_being_viewed_and_a_dm_can_ask_for_a_catch_up(
+    bots: Bots, slack: LocalSlack
+) -> None:
+    bots.start()
+    alice, bob = slack.add_user("alice"), slack.add_user("bob")
+    general = slack.add_channel("general", members=[alice, bob])
+    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
+
+    def prompts_after(envelope: dict[str, Any]) -> list[str]:
+        before = len(slack.calls_to("assistant.threads.setSuggestedPrompts"))
+        assert bots.client.send_event(envelope).status_code == 200
+        [*_, call] = slack.wait_for("assistant.threads.setSuggestedPrompts", count=before + 1)
+        assert "thread_ts" not in call.args, "the agent view's prompts sit at the top of the DM"
+        return [p["message"] for p in call.args["prompts"]]
+
+    # Looking at #general, she opens Ember's messages tab.
+    assert prompts_after(slack.app_context_changed(alice, general))[0] == f"Catch me up on <#{general}>"
+    assert prompts_after(slack.app_home_opened(alice, tab="messages"))[0] == f"Catch me up on <#{general}>"
+    assert slack.home(alice) is None, "the messages tab publishes no home"
+    # Then a private channel she is not in: no catch-up offered, and the reopened tab remembers.
+    assert not any("Catch me up" in m for m in prompts_after(slack.app_context_changed(alice, secret)))
+    assert not any("Catch me up" in m for m in prompts_after(slack.app_home_opened(alice, tab="messages")))
+
+    # Asking for one anyway, at the top of the DM, is refused.
+    envelope = slack.app_home_opened(alice, tab="messages")
+    dm = envelope["event"]["channel"]
+    refused = slack.user_message(dm, alice, f"Catch me up on <#{secret}>")
+    bots.client.send_event(refused)
+    wait_for(lambda: any(m.get("text") == CATCH_UP_REFUSED for m in slack.messages(dm)), what="the refusal")

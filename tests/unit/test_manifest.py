@@ -26,8 +26,10 @@ SUBSCRIPTION = {
     "reaction_added": ("reaction_added", "reactions:read"),
     "reaction_removed": ("reaction_removed", "reactions:read"),
     "app_home_opened": ("app_home_opened", None),
-    "assistant_thread_started": ("assistant_thread_started", "assistant:write"),
-    "assistant_thread_context_changed": ("assistant_thread_context_changed", "assistant:write"),
+    "app_context_changed": ("app_context_changed", "assistant:write"),
+    # Only for apps made before the agent view, which keep assistant_view: the manifest is for new ones.
+    "assistant_thread_started": (None, "assistant:write"),
+    "assistant_thread_context_changed": (None, "assistant:write"),
 }
 
 
@@ -63,7 +65,7 @@ def test_every_event_ember_handles_has_a_listener_and_a_subscription_with_its_sc
     for kind in EVENTS:
         assert listens_to(app, event_body(kind)), f"no listener for {kind}"
         name, scope = SUBSCRIPTION[kind]
-        assert name in events, f"{name} is handled but the manifest does not subscribe to it"
+        assert name is None or name in events, f"{name} is handled but the manifest does not subscribe to it"
         assert scope is None or scope in scopes, f"{name} needs the {scope} scope"
     assert not listens_to(app, event_body("team_join")), "an event the manifest does not list"
 
@@ -73,7 +75,10 @@ def test_the_home_tab_the_assistant_pane_the_command_and_the_shortcut_are_declar
     features = declared["features"]
     assert features["app_home"]["home_tab_enabled"] is True
     assert features["app_home"]["messages_tab_enabled"] is True, "DMs are how people ask"
-    assert "assistant_view" in features and features["assistant_view"]["assistant_description"]
+    assert "assistant_view" not in features, "new apps can no longer use assistant_view"
+    agent = features["agent_view"]
+    assert agent["agent_description"] and 1 <= len(agent["suggested_prompts"]) <= 4
+    assert all(set(prompt) == {"title", "message"} for prompt in agent["suggested_prompts"])
     assert [c["command"] for c in features["slash_commands"]] == ["/ember"]
     shortcuts = {s["callback_id"]: s["type"] for s in features["shortcuts"]}
     assert shortcuts == {SUMMARIZE_SHORTCUT: "message", ASK_ABOUT_SHORTCUT: "message"}
