@@ -296,6 +296,41 @@ class Playground:
         answer = self._interact(lambda client: client.send_interaction(payload))
         return answer if isinstance(answer, dict) else {"ok": True}
 
+    def open_home(self, user: str) -> Result:
+        """`user` opens Ember's Home tab: Slack tells the app (app_home_opened), which publishes it."""
+        person = self._person(user)
+        if isinstance(person, dict):
+            return person
+        self._queue("event", self.slack.app_home_opened(person.id))
+        return {"ok": True}
+
+    def home(self, user: str) -> Result:
+        """`user`'s Home tab as Ember last published it (None until it has)."""
+        person = self._person(user)
+        if isinstance(person, dict):
+            return person
+        with self.ws.lock:
+            view = self.ws.homes.get(person.id)
+            return {"ok": True, "view": copy.deepcopy(view) if view is not None else None}
+
+    def home_click(self, user: str, action: dict[str, Any]) -> Result:
+        """A click on a button of `user`'s Home tab (after any confirmation the page asked for)."""
+        if not isinstance(action, dict) or not isinstance(action.get("action_id"), str):
+            return _error("invalid_action", "That is not a button.")
+        person = self._person(user)
+        if isinstance(person, dict):
+            return person
+        value = action.get("value")
+        try:
+            # Several buttons may share an action id (one a digest); their value tells them apart.
+            payload = self.slack.home_action(
+                person.id, action["action_id"], value if isinstance(value, str) and value else None
+            )
+        except ValueError:
+            return _error("action_not_found", "That button is no longer on the Home tab.")
+        answer = self._interact(lambda client: client.send_interaction(payload))
+        return answer if isinstance(answer, dict) else {"ok": True}
+
     def submit(self, user: str, view_id: str, values: dict[str, Any]) -> Result:
         ws = self.ws
         with ws.lock:

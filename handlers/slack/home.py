@@ -99,8 +99,8 @@ def home_view(services: Services, *, workspace_id: str, user_id: str, note: str 
             "block_id": "kept",
             "text": {
                 "type": "mrkdwn",
-                "text": f"*What I keep of you:* {turns or 0} questions with my answers, {votes or 0} votes, "
-                f"{memories or 0} memories.",
+                "text": f"*What I keep of you:* {_count(turns, 'question')} with my answers, "
+                f"{_count(votes, 'vote')}, {_count(memories, 'memory', 'memories')}.",
             },
             "accessory": _forget_button(),
         },
@@ -221,7 +221,10 @@ def on_home_forget(ack: Ack, body: dict[str, Any], client: WebClient, context: B
         gone = forget_user(session, workspace_id=workspace_id, user_id=user_id, index=services.index)
     if gone.digests:
         services.digests_changed()
-    note = f"Done: I removed {gone.turns} questions with my answers, {gone.votes} votes and {gone.memories} memories."
+    note = (
+        f"Done: I removed {_count(gone.turns, 'question')} with my answers, {_count(gone.votes, 'vote')} "
+        f"and {_count(gone.memories, 'memory', 'memories')}."
+    )
     publish_home(services, client, workspace_id=workspace_id, user_id=user_id, note=note)
 
 
@@ -302,6 +305,11 @@ def _confirm(title: str, text: str, yes: str) -> Block:
         "deny": {"type": "plain_text", "text": "Cancel"},
         "style": "danger",
     }
+
+
+def _count(n: int | None, one: str, many: str = "") -> str:
+    n = n or 0
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _section(text: str) -> Block:

@@ -28,6 +28,8 @@
 //   #status-bar (.status-model, .status-queue, .status-training, .status-connection), #train-button,
 //   #training-log (.training-lines, .training-result)
 //   #toast                           transient errors from clicks, reactions and the like
+//   #channel-list .sidebar-item[data-home] opens Ember's Home tab; #messages .home-view shows it (its
+//                                    buttons are .block-button; one with a confirm asks before it clicks)
 
 const API = "/playground/api/";
 const STORAGE_KEY = "ember-playground-user";
@@ -43,12 +45,13 @@ const state = {
   history: null,
   thread: null,
   views: [],
+  home: false, // Ember's Home tab is open instead of a channel
   status: null,
   epoch: 0, // bumped on every user or channel switch; stale answers are dropped
   pendingFocus: null, // {ts} to scroll to and highlight once rendered
   stickToBottom: { messages: false, thread: false }, // after the viewer's own send: scroll down on the next render
 };
-const rendered = { history: "", thread: "", directory: "" };
+const rendered = { history: "", thread: "", directory: "", home: "" };
 const chosenFeedback = new Map(); // `${channel}|${ts}|${action_id}` -> value of the chosen thumb
 
 // --- small helpers -------------------------------------------------------------------------------
@@ -409,6 +412,8 @@ function renderElement(el, ctx, blockId) {
     );
     if (!ctx) button.disabled = true;
     button.addEventListener("click", () => {
+      // Slack asks first where the button carries a confirm dialog.
+      if (el.confirm && !window.confirm(`${plainText(el.confirm.title)}\n\n${plainText(el.confirm.text)}`)) return;
       if (el.url && safeUrl(el.url)) window.open(el.url, "_blank", "noopener");
       click(ctx, { action_id: el.action_id, block_id: blockId, value: el.value ?? "", type: "button" }, button);
     });
@@ -724,7 +729,9 @@ async function click(ctx, action, button) {
   if (!ctx) return false;
   if (button) button.disabled = true;
   try {
-    const result = await apiPost("click", { user: state.me, channel: ctx.channel, message_ts: ctx.ts, action });
+    const result = ctx.home
+      ? await apiPost("home_click", { user: state.me, action })
+      : await apiPost("click", { user: state.me, channel: ctx.channel, message_ts: ctx.ts, action });
     if (result && result.ok === false) {
       toast(errorText(result));
       return false;
@@ -1047,7 +1054,7 @@ async function loadDirectory(epoch) {
 }
 
 async function loadHistory(epoch, options) {
-  if (!state.channelId) return;
+  if (!state.channelId || state.home) return;
   try {
     const data = await apiGet("history", { user: state.me, channel: state.channelId });
     if (epoch === state.epoch) renderChannel(data, options);
@@ -1069,6 +1076,23 @@ async function loadThread(epoch, options) {
     if (epoch === state.epoch) renderThread(data, options);
   } catch (err) {
     if (epoch === state.epoch && (err.status === 403 || err.status === 404)) closeThread();
+  }
+}
+
+async function loadHome(epoch) {
+  if (!state.home) return;
+  try {
+    const data = await apiGet("home", { user: state.me });
+    if (epoch !== state.epoch || !state.home) return;
+    const key = JSON.stringify(data.view);
+    if (key === rendered.home) return;
+    rendered.home = key;
+    const body = data.view
+      ? renderBlocks(data.view.blocks, { home: true })
+      : h("p", { class: "home-loading" }, "Opening Ember's Home…");
+    $("#messages").replaceChildren(h("div", { class: "home-view" }, body));
+  } catch (err) {
+    if (epoch === state.epoch) toast(errorText(err.body));
   }
 }
 
@@ -1099,7 +1123,7 @@ function scheduleRefresh() {
         try {
           await loadDirectory(state.epoch);
           const epoch = state.epoch; // loadDirectory may have moved to another channel
-          await Promise.all([loadHistory(epoch), loadThread(epoch), loadViews(epoch)]);
+          await Promise.all([loadHistory(epoch), loadThread(epoch), loadViews(epoch), loadHome(epoch)]);
         } catch (err) {
           console.warn("refresh failed", err);
         }
@@ -1121,7 +1145,7 @@ function renderSidebar() {
       "button",
       {
         type: "button",
-        class: `sidebar-item${channel.id === state.channelId ? " active" : ""}`,
+        class: `sidebar-item${channel.id === state.channelId && !state.home ? " active" : ""}`,
         dataset: { channelId: channel.id, channelName: channelLabel(channel), kind: channel.kind },
         onclick: () => selectChannel(channel.id),
       },
@@ -1132,7 +1156,19 @@ function renderSidebar() {
     );
   const section = (title, items) =>
     items.length ? h("section", { class: "sidebar-section" }, h("h3", { class: "sidebar-heading" }, title), items.map(item)) : null;
+  const home = h(
+    "button",
+    {
+      type: "button",
+      class: `sidebar-item home-item${state.home ? " active" : ""}`,
+      dataset: { home: "true" },
+      onclick: () => selectHome(),
+    },
+    h("span", { class: "sidebar-icon", "aria-hidden": "true" }, "🏠"),
+    h("span", { class: "sidebar-label" }, "Ember · Home"),
+  );
   list.replaceChildren(
+    h("section", { class: "sidebar-section" }, home),
     ...[
       section("Channels", channels.filter((c) => c.kind !== "im")),
       section("Direct messages", channels.filter((c) => c.kind === "im")),
@@ -1140,7 +1176,36 @@ function renderSidebar() {
   );
 }
 
+function selectHome() {
+  state.epoch += 1;
+  state.home = true;
+  rendered.home = "";
+  closeThread();
+  $$(".sidebar-item").forEach((el) => el.classList.toggle("active", el.dataset.home === "true"));
+  $("#channel-title").textContent = "Ember";
+  $("#channel-subtitle").textContent = "Home";
+  $("#composer").hidden = true;
+  $("#messages").replaceChildren(h("div", { class: "home-view" }, h("p", { class: "home-loading" }, "Opening Ember's Home…")));
+  const epoch = state.epoch;
+  apiPost("open_home", { user: state.me })
+    .then(() => loadHome(epoch))
+    .catch((err) => toast(errorText(err.body)));
+}
+
+function leaveHome() {
+  if (!state.home) return false;
+  state.home = false;
+  rendered.home = "";
+  $("#composer").hidden = false;
+  return true;
+}
+
 function selectChannel(id, { load = true } = {}) {
+  if (leaveHome()) {
+    state.epoch += 1;
+    rendered.history = "";
+    $("#messages").replaceChildren();
+  }
   if (id !== state.channelId) {
     state.epoch += 1;
     state.channelId = id;
@@ -1219,6 +1284,7 @@ async function switchUser(id, { initial = false } = {}) {
   document.body.dataset.user = id;
   $("#user-switcher").value = id;
   closeThread();
+  leaveHome();
   state.views = [];
   renderModal();
   rendered.history = "";

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
 
 from tests.support.cli import ember_env
 
@@ -255,6 +255,31 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         shot(page, "10-bad-input")
         humans = page.locator("#messages .message:not(.ephemeral)").count()
         assert humans == before, "refused input stores no message"
+
+        # Ana's Home tab: the model, what Ember keeps of her, and Forget me, which asks first.
+        switch_to(page, "ana")
+        page.locator("#channel-list .sidebar-item[data-home]").click()
+        home = page.locator("#messages .home-view")
+        expect(home).to_contain_text("Model:")
+        expect(home).to_contain_text("questions with my answers")
+        assert "0 questions with my answers" not in str(home.inner_text())
+        shot(page, "11-home")
+        asked: list[str] = []
+
+        def cancel(dialog: Dialog) -> None:
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", cancel)
+        home.locator(".block-button[data-action-id='ember_home_forget']").click()
+        assert asked and "cannot be undone" in asked[0], "Forget me asks first"
+        expect(home).not_to_contain_text("Done: I removed")
+        page.once("dialog", lambda dialog: dialog.accept())
+        home.locator(".block-button[data-action-id='ember_home_forget']").click()
+        expect(home).to_contain_text("Done: I removed")
+        expect(home).to_contain_text("0 questions with my answers, 0 votes, 0 memories")
+        shot(page, "12-home-forgotten")
+        open_channel(page, "general")
         page.close()
     finally:
         output = ember.stop()

@@ -60,7 +60,7 @@ def test_the_home_tab_shows_the_model_the_runs_and_what_is_kept_and_follows_a_pr
     mention = slack.mention(channel, alice, "What is the VPN host?")
     bots.client.send_event(mention)
     answered(slack, channel, mention["event"]["ts"])
-    assert "1 questions with my answers" in open_home(bots, slack, alice)
+    assert "1 question with my answers" in open_home(bots, slack, alice)
 
     # A nightly run promotes a fine-tune; the running bot swaps to it and the open tab follows.
     weights = registry.versions_dir(bot_settings.data_dir) / "tiny-llama-ft1"
@@ -145,7 +145,7 @@ def test_a_digest_is_edited_and_turned_off_from_the_home_tab_and_forget_me_asks_
     mention = slack.mention(channel, alice, "What is the VPN host?")
     bots.client.send_event(mention)
     answered(slack, channel, mention["event"]["ts"])
-    assert "1 questions with my answers" in open_home(bots, slack, alice)
+    assert "1 question with my answers" in open_home(bots, slack, alice)
     forget = button(slack.home(alice), HOME_FORGET)
     assert forget["confirm"]["title"]["text"] == "Forget everything?"
     assert "cannot be undone" in forget["confirm"]["text"]["text"]
@@ -153,7 +153,7 @@ def test_a_digest_is_edited_and_turned_off_from_the_home_tab_and_forget_me_asks_
     bots.client.send_interaction(slack.home_action(alice, HOME_FORGET))
     slack.wait_for("views.publish", count=published + 1)
     shown = text_of(slack.home(alice))
-    assert "Done: I removed 1 questions with my answers" in shown
+    assert "Done: I removed 1 question with my answers" in shown
     assert "0 questions with my answers, 0 votes, 0 memories" in shown
 
 
