@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 MAX_BODY_BYTES = 1 << 20
+# Open connections waitress serves at once; past them it stops accepting until one closes. Its
+# default (100) left part of a burst of Slack deliveries, each on its own connection, unanswered.
+CONNECTION_LIMIT = 1000
 Health = Callable[[], dict[str, Any]]
 
 
@@ -124,7 +127,9 @@ class HttpServer:
     """
 
     def __init__(self, app: EmberWSGI, *, host: str, port: int, threads: int = 8) -> None:
-        self._server: Any = create_server(app, host=host, port=port, threads=threads, ident="ember")
+        self._server: Any = create_server(
+            app, host=host, port=port, threads=threads, ident="ember", connection_limit=CONNECTION_LIMIT
+        )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ember-http", daemon=True)
 
