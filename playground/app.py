@@ -179,6 +179,8 @@ class Playground:
                     for e in ws.ephemerals
                     if e["channel"] == found.id and e["user"] == user and not e.get("thread_ts")
                 ],
+                # The agent view's suggested prompts, at the top of the DM with Ember.
+                "prompts": copy.deepcopy(ws.prompts.get(found.id, [])) if found.kind == "im" else [],
             }
 
     def thread(self, user: str, channel: str, ts: str) -> Result:
@@ -296,6 +298,31 @@ class Playground:
         answer = self._interact(lambda client: client.send_interaction(payload))
         return answer if isinstance(answer, dict) else {"ok": True}
 
+    def opened(self, user: str, channel: str) -> Result:
+        """`user` looks at `channel` now. With Ember open beside Slack (the agent view), Slack tells the app
+        what they look at (app_context_changed); opening the DM with Ember is opening its messages tab."""
+        with self.ws.lock:
+            found = self._conversation(user, channel)
+            if isinstance(found, dict):
+                return found
+        if found.kind == "im":
+            self._queue("event", self.slack.app_home_opened(user, tab="messages"))
+        else:
+            self._queue("event", self.slack.app_context_changed(user, found.id))
+        return {"ok": True}
+
+    def prompt(self, user: str, channel: str, message: str) -> Result:
+        """`user` picks a suggested prompt in their DM with Ember: Slack posts its message as the app
+        wrote it (a channel link stays a link)."""
+        with self.ws.lock:
+            found = self._conversation(user, channel)
+            if isinstance(found, dict):
+                return found
+            offered = [p["message"] for p in self.ws.prompts.get(found.id, [])]
+        if found.kind != "im" or message not in offered:
+            return _error("prompt_not_found", "That prompt is no longer offered.")
+        return self._post(user, found, message, None, as_given=True)
+
     def open_home(self, user: str) -> Result:
         """`user` opens Ember's Home tab: Slack tells the app (app_home_opened), which publishes it."""
         person = self._person(user)
@@ -395,11 +422,11 @@ class Playground:
 
     # -- messages and commands ----------------------------------------------
 
-    def _post(self, user: str, channel: Channel, text: str, thread_ts: str | None) -> Result:
+    def _post(self, user: str, channel: Channel, text: str, thread_ts: str | None, *, as_given: bool = False) -> Result:
         ws = self.ws
         events = self.slack.events
         with ws.lock:
-            encoded = self._encode_mentions(text)
+            encoded = text if as_given else self._encode_mentions(text)
             fields: Message = {
                 "user": user,
                 "text": encoded,

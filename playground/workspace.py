@@ -235,6 +235,8 @@ class Workspace:
     views: dict[str, list[Message]] = field(default_factory=dict)
     # Each user's App Home tab as the app last published it (views.publish).
     homes: dict[str, Message] = field(default_factory=dict)
+    # Suggested prompts the app set (assistant.threads.setSuggestedPrompts): by DM, or "DM|thread_ts".
+    prompts: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)  # unused trigger_id -> the user it was minted for
     # Bumped on every change, so a page (or the store) can wait for one instead of polling contents.
     revision: int = field(default=0, init=False)

@@ -37,6 +37,7 @@ from db.assistant import (
     thread_started,
     viewing,
 )
+from db.digests import FAILED
 from db.visibility import Audience, dm_digest_holds
 from handlers.slack.answering import settle, settle_failed
 from handlers.slack.asks import SlackAsk
@@ -58,6 +59,7 @@ CATCH_UP = re.compile(r"^\s*catch me up on <#([CG][A-Z0-9]+)(?:\|[^>]*)?>", re.I
 CATCH_UP_SENT = "I've read <#{channel}> for the last day; the catch-up is in our DM."
 CATCH_UP_REFUSED = "Sorry, I can't catch you up on that channel: one of us can't read it."
 CATCH_UP_UNAVAILABLE = "Sorry, catch-ups are not available here."
+CATCH_UP_FAILED = "Sorry, the catch-up failed. Please try again in a moment."
 ASK_ABOUT_SHORTCUT = "ember_ask_about"
 QUOTE_LIMIT = 2_000
 
@@ -286,7 +288,12 @@ def _catch_up(services: Services, client: WebClient, ask: SlackAsk, channel_id: 
         timezone=services.digest_timezone,
     )
     log.info("catch-up for %s in %s from the assistant pane: %s", ask.user_id, channel_id, outcome.status)
-    say(CATCH_UP_SENT.format(channel=channel_id) if outcome.status != "refused" else CATCH_UP_REFUSED)
+    if outcome.status == "refused":
+        say(CATCH_UP_REFUSED)
+    elif outcome.status == FAILED:
+        say(CATCH_UP_FAILED)
+    else:
+        say(CATCH_UP_SENT.format(channel=channel_id))
 
 
 def _channel_name(client: WebClient, channel_id: str) -> str:

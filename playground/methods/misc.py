@@ -90,6 +90,9 @@ def assistant_prompts(ctx: CallContext) -> Response:
     for prompt in prompts:
         if not isinstance(prompt, dict) or not all(isinstance(prompt.get(k), str) for k in ("title", "message")):
             raise SlackError("invalid_arguments", arg="prompts")
+    channel, thread_ts = ctx.channel("channel_id"), ctx.arg("thread_ts")
+    key = f"{channel.id}|{thread_ts}" if thread_ts else channel.id
+    ctx.workspace.prompts[key] = [{"title": p["title"], "message": p["message"]} for p in prompts]
     return {"ok": True}
 
 

@@ -28,6 +28,7 @@
 //   #status-bar (.status-model, .status-queue, .status-training, .status-connection), #train-button,
 //   #training-log (.training-lines, .training-result)
 //   #toast                           transient errors from clicks, reactions and the like
+//   #messages .suggested-prompts .prompt-chip[data-message]    the agent view's prompts, in the DM with Ember
 //   #channel-list .sidebar-item[data-home] opens Ember's Home tab; #messages .home-view shows it (its
 //                                    buttons are .block-button; one with a confirm asks before it clicks)
 
@@ -688,9 +689,42 @@ function renderChannel(data, { force = false } = {}) {
       ? "This is your direct message with Ember. Ask it anything; only you can see this conversation."
       : `This is the very beginning of the ${channelPrefix(channel).trim()}${channelLabel(channel)} channel. Mention @Ember to ask it something.`,
   );
-  container.replaceChildren(intro, ...nodes);
+  const prompts = channel.kind === "im" && (data.prompts || []).length ? [suggestedPrompts(data.prompts)] : [];
+  container.replaceChildren(intro, ...prompts, ...nodes);
   keepScroll(container, atBottom, force);
   focusPending(container);
+}
+
+/** The agent view's suggested prompts at the top of the DM with Ember; a click asks that question. */
+function suggestedPrompts(prompts) {
+  return h(
+    "div",
+    { class: "suggested-prompts" },
+    h("span", { class: "suggested-prompts-title" }, "Try asking"),
+    prompts.map((p) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "prompt-chip",
+          dataset: { message: p.message },
+          onclick: async (event) => {
+            event.currentTarget.disabled = true;
+            try {
+              state.stickToBottom.messages = true;
+              const result = await apiPost("prompt", { user: state.me, channel: state.channelId, message: p.message });
+              if (result && result.ok === false) toast(errorText(result));
+            } catch (err) {
+              toast(errorText(err.body));
+            } finally {
+              scheduleRefresh();
+            }
+          },
+        },
+        p.title,
+      ),
+    ),
+  );
 }
 
 function renderThread(data, { force = false } = {}) {
@@ -1226,6 +1260,8 @@ function selectChannel(id, { load = true } = {}) {
   $(".thread-channel").textContent = channel ? `${channelPrefix(channel)}${channelLabel(channel)}` : "";
   if (load) loadHistory(state.epoch, { force: true });
   if (load) composer.textarea.focus();
+  // With Ember open beside Slack, Slack tells it what the person looks at (and when they open its DM).
+  if (load && id) apiPost("opened", { user: state.me, channel: id }).catch(() => {});
 }
 
 function openThread(ts, { focus = true } = {}) {

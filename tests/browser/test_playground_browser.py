@@ -208,8 +208,18 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         expect(page.locator(".ephemeral", has_text="I'll remember your answer")).to_be_visible()
         shot(page, "06-correction-thanks")
 
-        # Ana's DM with Ember holds a secret.
+        # Ana's DM with Ember: coming from #general, the agent view offers a catch-up of it first.
         open_channel(page, "Ember")
+        chips = page.locator("#messages .suggested-prompts .prompt-chip")
+        expect(chips.first).to_have_text("Catch me up on #general")
+        shot(page, "07-suggested-prompts")
+        page.locator("#messages .prompt-chip[data-message='What can you help me with?']").click()
+        page.locator("#messages .message", has_text="What can you help me with?").wait_for()
+        page.locator("#messages .message").filter(has=page.locator(".message-author", has_text="Ember")).first.wait_for(
+            timeout=ANSWER_MS
+        )
+
+        # Ana's DM with Ember holds a secret.
         send(page, "My locker code is 4812")
         page.locator("#messages .message", has_text="4812").wait_for()
         page.locator("#messages .message").filter(has=page.locator(".message-author", has_text="Ember")).first.wait_for(
