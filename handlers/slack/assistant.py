@@ -198,7 +198,7 @@ def suggested_prompts(
 ) -> list[dict[str, str]]:
     prompts: list[dict[str, str]] = []
     if looking_at and may_catch_up(services, client, looking_at, user_id):
-        name = _channel_name(client, looking_at)
+        name = channel_name(client, looking_at)
         prompts.append({"title": f"Catch me up on #{name}", "message": f"Catch me up on <#{looking_at}>"})
     with services.db.session() as session:
         popular = popular_questions(
@@ -268,35 +268,35 @@ def _catch_up_settled(services: Services, client: WebClient, ask: SlackAsk, chan
 
 
 def _catch_up(services: Services, client: WebClient, ask: SlackAsk, channel_id: str) -> None:
-    def say(text: str) -> None:
-        client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=text)
+    reply = run_catch_up(services, client, workspace_id=ask.workspace_id, user_id=ask.user_id, channel_id=channel_id)
+    client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=reply)
 
+
+def run_catch_up(services: Services, client: WebClient, *, workspace_id: str, user_id: str, channel_id: str) -> str:
+    """The last day of `channel_id`, digested and sent to `user_id` by DM if they may read it; what to tell them."""
     if services.digests is None:
-        say(CATCH_UP_UNAVAILABLE)
-        return
-    if not may_catch_up(services, client, channel_id, ask.user_id):
-        log.info("refused %s a catch-up of %s", ask.user_id, channel_id)
-        say(CATCH_UP_REFUSED)
-        return
+        return CATCH_UP_UNAVAILABLE
+    if not may_catch_up(services, client, channel_id, user_id):
+        log.info("refused %s a catch-up of %s", user_id, channel_id)
+        return CATCH_UP_REFUSED
     end = datetime.now(UTC)
     outcome = services.digests.catch_up(
-        workspace_id=ask.workspace_id,
+        workspace_id=workspace_id,
         channel_id=channel_id,
         channel_type=services.channel_type(client, channel_id),
-        user_id=ask.user_id,
+        user_id=user_id,
         window=(end - timedelta(hours=24), end),
         timezone=services.digest_timezone,
     )
-    log.info("catch-up for %s in %s from the assistant pane: %s", ask.user_id, channel_id, outcome.status)
+    log.info("catch-up of %s for %s: %s", channel_id, user_id, outcome.status)
     if outcome.status == "refused":
-        say(CATCH_UP_REFUSED)
-    elif outcome.status == FAILED:
-        say(CATCH_UP_FAILED)
-    else:
-        say(CATCH_UP_SENT.format(channel=channel_id))
+        return CATCH_UP_REFUSED
+    if outcome.status == FAILED:
+        return CATCH_UP_FAILED
+    return CATCH_UP_SENT.format(channel=channel_id)
 
 
-def _channel_name(client: WebClient, channel_id: str) -> str:
+def channel_name(client: WebClient, channel_id: str) -> str:
     try:
         return str((client.conversations_info(channel=channel_id).get("channel") or {}).get("name") or channel_id)
     except SlackApiError:

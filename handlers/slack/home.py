@@ -19,11 +19,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select
 
+from db.assistant import viewing
 from db.digests import CHANNEL, Subscription, reschedule, subscriptions, unsubscribe
 from db.repo import forget_user
 from db.schema import Memory, TrainingRun, Turn, Vote
 from handlers.qa.schedule import ScheduleError, parse_schedule
-from handlers.slack.assistant import on_messages_tab_opened
+from handlers.slack.assistant import channel_name, may_catch_up, on_messages_tab_opened, run_catch_up
 from handlers.slack.services import CONTEXT_KEY, Services
 from models import registry
 
@@ -34,6 +35,7 @@ HOME_DIGEST_EDIT = "ember_home_digest_edit"
 EDIT_CALLBACK = "ember_digest_schedule"
 SCHEDULE_BLOCK, SCHEDULE_INPUT = "schedule", "schedule_input"
 HOME_FORGET = "ember_home_forget"
+HOME_CATCH_UP = "ember_home_catch_up"
 RUNS_SHOWN = 3
 GONE = "That digest is already stopped."
 # Slack takes at most 100 blocks in a view: two a digest, and about 15 for the rest of the tab.
@@ -53,8 +55,11 @@ def refresh_home(services: Services, client: WebClient, *, workspace_id: str, us
         publish_home(services, client, workspace_id=workspace_id, user_id=user_id)
 
 
-def home_view(services: Services, *, workspace_id: str, user_id: str, note: str = "") -> dict[str, Any]:
+def home_view(
+    services: Services, *, workspace_id: str, user_id: str, note: str = "", client: WebClient | None = None
+) -> dict[str, Any]:
     with services.db.session() as session:
+        looking_at = viewing(session, workspace_id=workspace_id, user_id=user_id)
         active = registry.active(session)
         runs = list(session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(RUNS_SHOWN)))
         digests = [
@@ -92,6 +97,21 @@ def home_view(services: Services, *, workspace_id: str, user_id: str, note: str 
     blocks += [block for sub in digests[:DIGESTS_SHOWN] for block in _digest_blocks(sub)]
     if len(digests) > DIGESTS_SHOWN:
         blocks.append(_context(f"…and {len(digests) - DIGESTS_SHOWN} more: `/ember digest list` in a channel."))
+    if client is not None and looking_at and may_catch_up(services, client, looking_at, user_id):
+        # The channel the person looked at last beside Ember (the agent view says which).
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": "catch-up",
+                "text": {"type": "mrkdwn", "text": f"Missed something in <#{looking_at}>? I can sum up its last day."},
+                "accessory": {
+                    "type": "button",
+                    "action_id": HOME_CATCH_UP,
+                    "value": looking_at,
+                    "text": {"type": "plain_text", "text": f"Catch me up on #{channel_name(client, looking_at)}"},
+                },
+            }
+        )
     blocks += [
         {"type": "divider"},
         {
@@ -112,7 +132,7 @@ def home_view(services: Services, *, workspace_id: str, user_id: str, note: str 
 def publish_home(services: Services, client: WebClient, *, workspace_id: str, user_id: str, note: str = "") -> None:
     """Publish `user_id`'s Home tab; a failure is logged (the tab keeps its last content)."""
     try:
-        view = home_view(services, workspace_id=workspace_id, user_id=user_id, note=note)
+        view = home_view(services, workspace_id=workspace_id, user_id=user_id, note=note, client=client)
         client.views_publish(user_id=user_id, view=view)
     except SlackApiError as exc:
         log.warning("could not publish the home tab of %s: %s", user_id, exc.response.get("error"))
@@ -210,6 +230,20 @@ def _own_digest(services: Services, body: dict[str, Any], context: BoltContext, 
     with services.db.session() as session:
         mine = [s for s in subscriptions(session, workspace_id=workspace_id) if s.user_id == user_id]
     return next((s for s in mine if str(s.id) == wanted), None)
+
+
+def on_home_catch_up(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
+    """Catch me up: the channel's last day, by DM, if the person may read it (checked again here)."""
+    ack()
+    services: Services = context[CONTEXT_KEY]
+    user_id, workspace_id = body["user"]["id"], _workspace(body, context)
+    channel_id = str(body["actions"][0].get("value", ""))
+
+    def catch_up() -> None:
+        reply = run_catch_up(services, client, workspace_id=workspace_id, user_id=user_id, channel_id=channel_id)
+        publish_home(services, client, workspace_id=workspace_id, user_id=user_id, note=reply)
+
+    services.in_background(catch_up)
 
 
 def on_home_forget(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:

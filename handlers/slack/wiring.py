@@ -24,10 +24,12 @@ from handlers.slack.digest_post import DIGEST_DOWN, DIGEST_UP
 from handlers.slack.feedback import register_feedback
 from handlers.slack.home import (
     EDIT_CALLBACK,
+    HOME_CATCH_UP,
     HOME_DIGEST_EDIT,
     HOME_DIGEST_OFF,
     HOME_FORGET,
     on_app_home_opened,
+    on_home_catch_up,
     on_home_digest_edit,
     on_home_digest_off,
     on_home_forget,
@@ -58,4 +60,5 @@ def register(app: App, *, command: str = "/ember") -> None:
     app.action(HOME_DIGEST_EDIT)(on_home_digest_edit)
     app.view(EDIT_CALLBACK)(on_schedule_submit)
     app.action(HOME_FORGET)(on_home_forget)
+    app.action(HOME_CATCH_UP)(on_home_catch_up)
     app.error(on_listener_error)

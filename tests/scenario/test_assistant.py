@@ -15,6 +15,7 @@ from bot.runtime import Ember
 from bot.settings import Settings
 from db.assistant import find_thread
 from handlers.slack.assistant import ASK_ABOUT_SHORTCUT, CATCH_UP_REFUSED, CATCH_UP_SENT, DEFAULT_PROMPTS
+from handlers.slack.home import HOME_CATCH_UP
 from playground import LocalSlack
 from tests.conftest import Bots
 from tests.support.digests import CitingEngine
@@ -214,3 +215,44 @@ def test_in_the_agent_view_the_prompts_follow_the_channel_being_viewed_and_a_dm_
     refused = slack.user_message(dm, alice, f"Catch me up on <#{secret}>")
     bots.client.send_event(refused)
     wait_for(lambda: any(m.get("text") == CATCH_UP_REFUSED for m in slack.messages(dm)), what="the refusal")
+
+
+def test_the_home_tab_offers_a_catch_up_of_the_channel_last_viewed_only_if_one_may_read_it(
+    digest_bot: Bots, slack: LocalSlack
+) -> None:
+    bots = digest_bot
+    bots.start()
+    alice, bob = slack.add_user("alice"), slack.add_user("bob")
+    general = slack.add_channel("general", members=[alice, bob])
+    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
+    now = time.time()
+    for i in range(4):
+        slack.seed(general, bob, f"we decided to move the release to Friday, note {i}", at=now - 3600 + i * 60)
+
+    def answered_calls() -> int:
+        return len(slack.calls_to("views.publish")) + len(slack.calls_to("assistant.threads.setSuggestedPrompts"))
+
+    def send(envelope: dict[str, Any]) -> None:
+        before = answered_calls()
+        assert bots.client.send_event(envelope).status_code == 200
+        wait_for(lambda: answered_calls() > before, what="Ember's answer to the event")
+
+    def home_after(*envelopes: dict[str, Any]) -> dict[str, Any]:
+        for envelope in envelopes:
+            send(envelope)
+        home = slack.home(alice)
+        assert home is not None
+        return home
+
+    home = home_after(slack.app_context_changed(alice, secret), slack.app_home_opened(alice))
+    assert HOME_CATCH_UP not in str(home["blocks"]), "no catch-up of a channel she cannot read"
+    home = home_after(slack.app_context_changed(alice, general), slack.app_home_opened(alice))
+    assert "Catch me up on #general" in str(home["blocks"])
+
+    published = len(slack.calls_to("views.publish"))
+    assert bots.client.send_interaction(slack.home_action(alice, HOME_CATCH_UP)).status_code == 200
+    slack.wait_for("views.publish", count=published + 1, timeout=120)
+    assert CATCH_UP_SENT.format(channel=general) in str(slack.home(alice))
+    dm = slack.app_home_opened(alice)["event"]["channel"]
+    [digest] = [m for m in slack.messages(dm) if m.get("bot_id") and _top_level(m)]
+    assert digest["text"].startswith("Catch-up of #general")
