@@ -3,10 +3,12 @@
 Three figures per model, each the mean per-token log-likelihood of an answer given its question
 (rendered with the model's chat template, the way the bot prompts it):
 
-- desirable:   held-out answers the team liked or corrected to, asked as they were and in new words
-               (paraphrases the resident model wrote, see models.augment). Higher is better; must improve.
 - paraphrased: the facts trained on, asked in words training never saw (a paraphrase of each taught
                question, held back from training). What people meet the morning after; must improve.
+- desirable:   held-out answers the team liked or corrected to, asked as they were and in new words
+               (paraphrases the resident model wrote, see models.augment). Must improve when there is
+               no paraphrased figure; beside one it is reported and does not decide, because a held-out
+               correction is a fact the run never saw (see gate).
 - undesirable: held-out answers the team voted down. Lower is better; must not rise.
 - general:     a fixed set of general questions shipped here. Must not fall beyond a tolerance, so
                a candidate that learned the team's facts by forgetting how to answer anything else
@@ -42,6 +44,7 @@ UNDESIRABLE_TOLERANCE = 0.0
 # sentences likelier while getting more wrong, and on the learning benchmark a candidate whose
 # likelihood fell 0.45 nats/token kept 9 of the gate's 10 right answers and improved on the
 # benchmark's own 30 general questions (70.0% -> 73.3%).
+# Of the 40 questions below, 0.05 is two answers: with 20, one answer either way decided a run.
 GENERAL_ACCURACY_TOLERANCE = 0.05
 
 # (question, reference answer, words any of which a right greedy answer contains). Kept apart from
@@ -76,6 +79,26 @@ GENERAL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("How many wheels does a bicycle have?", "A bicycle has two wheels.", ("two", "2")),
     ("What is the opposite of up?", "The opposite of up is down.", ("down",)),
     ("How many days are in a leap year?", "A leap year has 366 days.", ("366",)),
+    ("What is the capital of Ireland?", "The capital of Ireland is Dublin.", ("dublin",)),
+    ("What is the capital of Kenya?", "The capital of Kenya is Nairobi.", ("nairobi",)),
+    ("What is the capital of Thailand?", "The capital of Thailand is Bangkok.", ("bangkok",)),
+    ("What is 3 times 4?", "3 times 4 is 12.", ("twelve", "12")),
+    ("What is 20 minus 5?", "20 minus 5 is 15.", ("fifteen", "15")),
+    ("How many legs does a cat have?", "A cat has four legs.", ("four", "4")),
+    ("How many minutes are in half an hour?", "There are 30 minutes in half an hour.", ("thirty", "30")),
+    ("What is the first month of the year?", "January is the first month of the year.", ("january",)),
+    ("What do you call frozen water?", "Frozen water is called ice.", ("ice",)),
+    ("What is the opposite of day?", "The opposite of day is night.", ("night",)),
+    ("What is the opposite of big?", "The opposite of big is small.", ("small", "little")),
+    ("Which animal barks?", "A dog barks.", ("dog",)),
+    ("What do birds use to fly?", "Birds use their wings to fly.", ("wing", "wings")),
+    ("What is the largest land animal?", "The largest land animal is the elephant.", ("elephant",)),
+    ("Which planet is closest to the Sun?", "Mercury is the planet closest to the Sun.", ("mercury",)),
+    ("Who wrote Pride and Prejudice?", "Jane Austen wrote Pride and Prejudice.", ("austen",)),
+    ("What language is mainly spoken in Germany?", "German is mainly spoken in Germany.", ("german",)),
+    ("What is the chemical symbol for iron?", "The chemical symbol for iron is Fe.", ("fe",)),
+    ("Which instrument has six strings?", "The guitar has six strings.", ("guitar",)),
+    ("What do you use to write on a blackboard?", "You write on a blackboard with chalk.", ("chalk",)),
 )
 # Greedy answers to GENERAL are checked for their words; this many tokens is room for a short answer.
 GENERAL_ANSWER_TOKENS = 32
@@ -240,9 +263,17 @@ def gate(
         ),
         "general_answers_kept": candidate.general_accuracy >= active.general_accuracy - general_accuracy_tolerance,
     }
-    failed = [name for name, ok in checks.items() if ok is False]
-    if checks["desirable_improved"] is None:
-        failed.insert(0, "desirable_improved")
+    # Held-out feedback decides only where no taught fact could be asked in new words. With
+    # corrections (one per fact, each a different fact) the held-out slice is facts the run was never
+    # shown, and a run that learns the taught ones makes those less likely, not more: on the learning
+    # benchmark (one correction per fact, 4 epochs) taught facts asked in new words went -3.52 -> -0.13
+    # nats/token and held-out paraphrases 0% -> 56% right, while held-out feedback fell -3.45 -> -3.72.
+    decisive = dict(checks)
+    if checks["paraphrased_improved"] is not None:
+        del decisive["desirable_improved"]
+    elif checks["desirable_improved"] is None:
+        decisive["desirable_improved"] = False  # nothing liked held out and nothing paraphrased: no evidence
+    failed = [name for name, ok in decisive.items() if ok is False]
     reason = "better on every check" if not failed else "failed: " + ", ".join(failed)
     return Verdict(not failed, reason, active, candidate, checks)
 
@@ -279,6 +310,8 @@ def plain_figures(metrics: dict[str, Any]) -> list[str]:
         shown = f"{old:.0%} -> {new:.0%}" if key == "general_accuracy" else f"{old:.2f} -> {new:.2f}"
         passed = checks.get(check) if check else None
         said = "" if passed is None or check not in _PLAIN else ", " + _PLAIN[check][0 if passed else 1]
+        if check == "desirable_improved" and checks.get("paraphrased_improved") is not None:
+            said += " (not judged: the taught facts are judged in new words)"
         lines.append(f"{label}: {shown}{said}")
     return lines
 

@@ -20,7 +20,7 @@ from db import Database
 from db.schema import Memory, ModelVersion, TrainingRun, Vote
 from models import dataset, registry, train_job
 from models.dataset import TrainingSet
-from models.evaluation import Figures, gate
+from models.evaluation import Figures, gate, plain_figures
 from models.loading import ModelSource, load
 from tests.support.planted import FACT, HELD, POOL, QUICK, TRAINED, UNKNOWN, Feedback, add_feedback, planted_fact
 
@@ -177,6 +177,11 @@ def test_the_gate_also_wants_taught_facts_likelier_in_words_never_trained_on() -
     # Held-out feedback likelier, but the taught facts asked in new words are not: memorised, not learned.
     verdict = gate(active, Figures(-1.5, None, -1.0, 0.6, paraphrased=-3.0))
     assert not verdict.promote and verdict.checks["paraphrased_improved"] is False
+    # One correction per fact: the held-out corrections are facts the run never saw, and they fall
+    # while the taught facts in new words rise. Users meet the latter; the former does not decide.
+    verdict = gate(active, Figures(-2.3, None, -1.0, 0.6, paraphrased=-0.5))
+    assert verdict.promote and verdict.checks["desirable_improved"] is False, verdict.reason
+    assert any("held-out liked" in line and "not judged" in line for line in plain_figures(verdict.as_dict()))
     # No paraphrase written (augmentation off, or nothing passed its filter): not judged.
     assert gate(Figures(-2.0, None, -1.0, 0.6), Figures(-1.5, None, -1.0, 0.6)).checks["paraphrased_improved"] is None
 
