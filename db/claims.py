@@ -178,6 +178,17 @@ def posted_replies(session: Session, *, event_id: str) -> list[str]:
     return list(json.loads(replies)) if replies else []
 
 
+def attempts(session: Session, *, event_id: str) -> int:
+    return session.scalar(select(HandledEvent.attempts).where(HandledEvent.event_id == event_id)) or 0
+
+
+def replies_of_claims(session: Session) -> set[str]:
+    """Every message noted by a claim still being answered (a takeover leaves those alone)."""
+    noted = select(HandledEvent.replies).where(HandledEvent.status == CLAIMED, HandledEvent.replies.is_not(None))
+    rows = session.scalars(noted)
+    return {ts for replies in rows for ts in json.loads(replies or "[]")}
+
+
 def clear_replies(session: Session, *, event_id: str) -> None:
     session.execute(update(HandledEvent).where(HandledEvent.event_id == event_id).values(replies=None))
 

@@ -94,6 +94,14 @@ def turn_by_question(session: Session, *, channel_id: str, question_ts: str) -> 
     return session.scalars(select(Turn).where(Turn.channel_id == channel_id, Turn.question_ts == question_ts)).first()
 
 
+def answered_by(session: Session, *, channel_id: str, answer_ts: Sequence[str]) -> set[str]:
+    """Which of these messages are stored answers."""
+    if not answer_ts:
+        return set()
+    found = session.scalars(select(Turn.answer_ts).where(Turn.channel_id == channel_id, Turn.answer_ts.in_(answer_ts)))
+    return {ts for ts in found if ts}
+
+
 def turn_by_answer(session: Session, *, channel_id: str, answer_ts: str) -> Turn | None:
     return session.scalars(select(Turn).where(Turn.channel_id == channel_id, Turn.answer_ts == answer_ts)).first()
 

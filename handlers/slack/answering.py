@@ -15,12 +15,13 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from db.claims import clear_replies, finish_event, note_reply, posted_replies
-from db.repo import turn_by_question
+from db.claims import attempts, clear_replies, finish_event, note_reply, posted_replies, replies_of_claims
+from db.repo import answered_by, turn_by_question
 from db.search import MemoryHit
 from handlers.qa.agent import ToolStep
 from handlers.qa.handler import PendingAnswer
@@ -85,7 +86,7 @@ def answer_and_post(
 def _answer_claimed(
     services: Services, client: WebClient, ask: SlackAsk, target: ReplyTarget, bot_user_id: str | None
 ) -> None:
-    if ask.event_id and not _clear_earlier_attempt(services, client, ask):
+    if ask.event_id and not _clear_earlier_attempt(services, client, ask, bot_user_id):
         return
     try:
         thread = fetch_thread(client, ask.channel_id, ask.reply_thread_ts, skip_ts=ask.ts, bot_user_id=bot_user_id)
@@ -162,7 +163,7 @@ def _noting(services: Services, event_id: str | None) -> Callable[[str], None] |
     return note
 
 
-def _clear_earlier_attempt(services: Services, client: WebClient, ask: SlackAsk) -> bool:
+def _clear_earlier_attempt(services: Services, client: WebClient, ask: SlackAsk, bot_user_id: str | None) -> bool:
     """Before answering an event taken over from a process that died: False if that process had
     finished the answer, else True once its half-written messages are gone."""
     assert ask.event_id is not None
@@ -173,10 +174,13 @@ def _clear_earlier_attempt(services: Services, client: WebClient, ask: SlackAsk)
             and ask.ts is not None
             and (turn_by_question(session, channel_id=ask.channel_id, question_ts=ask.ts) is not None)
         )
+        taken_over = attempts(session, event_id=ask.event_id) > 1
     if answered:
         log.info("event %s was answered before its process died; settling it", ask.event_id)
         _finish(services, ask.event_id, ok=True)
         return False
+    if taken_over:
+        left = [*left, *(ts for ts in _unnoted_posts(services, client, ask, bot_user_id) if ts not in left)]
     for ts in left:
         try:
             client.chat_delete(channel=ask.channel_id, ts=ts)
@@ -187,6 +191,31 @@ def _clear_earlier_attempt(services: Services, client: WebClient, ask: SlackAsk)
         with services.db.session() as session:
             clear_replies(session, event_id=ask.event_id)
     return True
+
+
+def _unnoted_posts(services: Services, client: WebClient, ask: SlackAsk, bot_user_id: str | None) -> list[str]:
+    """Ember's messages in the reply thread after the question that nothing accounts for: a process
+    killed between Slack accepting a post and the claim noting it leaves one. Stored answers and
+    what other claims in flight noted are left alone."""
+    if ask.reply_thread_ts is None or ask.ts is None or bot_user_id is None:
+        return []
+    try:
+        response = client.conversations_replies(channel=ask.channel_id, ts=ask.reply_thread_ts, oldest=ask.ts)
+    except SlackApiError as exc:
+        log.warning("could not look for half-written answers in %s: %s", ask.channel_id, exc.response.get("error"))
+        return []
+    messages: list[dict[str, Any]] = response.get("messages") or []
+    ours = [
+        str(m["ts"])
+        for m in messages
+        if m.get("user") == bot_user_id
+        and isinstance(m.get("ts"), str)
+        and float(m["ts"]) > float(ask.ts)
+        and m.get("text") != FAILURE_REPLY  # told on purpose by an attempt that failed: it stays
+    ]
+    with services.db.session() as session:
+        kept = answered_by(session, channel_id=ask.channel_id, answer_ts=ours) | replies_of_claims(session)
+    return [ts for ts in ours if ts not in kept]
 
 
 def _headed(heading: str, deltas: Iterator[str]) -> Iterator[str]:

@@ -90,6 +90,29 @@ def test_a_question_left_half_answered_by_a_dead_process_is_answered_once_at_sta
     ]
 
 
+def test_a_message_posted_but_never_noted_before_the_kill_is_removed_by_the_takeover(
+    bots: Bots, slack: LocalSlack, bot_settings: Settings
+) -> None:
+    # Slack accepted the post, and the process died before noting it on the claim.
+    channel, alice = slack.add_channel("general"), slack.add_user("alice")
+    earlier = slack.mention(channel, alice, "What is the wiki?")
+    bots.start()
+    bots.client.send_event(earlier)
+    [kept] = answered(slack, channel, earlier["event"]["ts"])  # the bot's own answer before the question
+    envelope = slack.mention(channel, alice, "What is the VPN host?", thread_ts=earlier["event"]["ts"])
+    thread = earlier["event"]["ts"]
+    half = WebClient(token="xoxb-test", base_url=slack.api_url).chat_postMessage(
+        channel=channel, thread_ts=thread, text="indle"
+    )
+    leave_orphan(bot_settings, envelope, silent_for=timedelta(days=1))
+    assert bots.client.send_event(envelope, retry_num=1, retry_reason="http_timeout").status_code == 200
+    wait_for(lambda: status(bot_settings, envelope["event_id"]) == "done", what="the claim settled")
+    texts = [str(m.get("text")) for m in replies(slack, channel, thread)]
+    assert "indle" not in texts, texts
+    ours = [m["ts"] for m in replies(slack, channel, thread)]
+    assert kept["ts"] in ours and half["ts"] not in ours and len(ours) == 2, texts
+
+
 def test_a_redelivery_of_a_dead_processes_claim_is_answered_at_once(
     bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
