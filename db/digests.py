@@ -98,6 +98,18 @@ def subscriptions(
     return [_detached(row) for row in session.scalars(query)]
 
 
+def owned_by(
+    session: Session, *, workspace_id: str, user_id: str, subscription_id: int | None = None
+) -> list[Subscription]:
+    """What one person owns: the recaps they get and the channel digests they set up (or that one)."""
+    query = select(DigestSubscription).where(
+        DigestSubscription.workspace_id == workspace_id, DigestSubscription.user_id == user_id
+    )
+    if subscription_id is not None:
+        query = query.where(DigestSubscription.id == subscription_id)
+    return [_detached(row) for row in session.scalars(query.order_by(DigestSubscription.id))]
+
+
 def subscription(session: Session, *, subscription_id: int) -> Subscription | None:
     row = session.get(DigestSubscription, subscription_id)
     return _detached(row) if row is not None else None

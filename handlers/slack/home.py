@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select
 
 from db.assistant import viewing
-from db.digests import CHANNEL, Subscription, reschedule, subscriptions, unsubscribe
+from db.digests import CHANNEL, Subscription, owned_by, reschedule, unsubscribe
 from db.repo import forget_user
 from db.schema import Memory, TrainingRun, Turn, Vote
 from handlers.qa.schedule import ScheduleError, parse_schedule
@@ -62,11 +62,7 @@ def home_view(
         looking_at = viewing(session, workspace_id=workspace_id, user_id=user_id)
         active = registry.active(session)
         runs = list(session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(RUNS_SHOWN)))
-        digests = [
-            s
-            for s in subscriptions(session, workspace_id=workspace_id)
-            if s.user_id == user_id  # the recaps they get, and the channel digests they set up
-        ]
+        digests = owned_by(session, workspace_id=workspace_id, user_id=user_id)
         turns = session.scalar(
             select(func.count(Turn.id)).where(Turn.workspace_id == workspace_id, Turn.user_id == user_id)
         )
@@ -227,9 +223,11 @@ def schedule_modal(sub: Subscription) -> dict[str, Any]:
 def _own_digest(services: Services, body: dict[str, Any], context: BoltContext, wanted: str) -> Subscription | None:
     """The digest `wanted` names, if this person gets it or set it up: a forged id finds nothing."""
     user_id, workspace_id = body["user"]["id"], _workspace(body, context)
+    if not wanted.isascii() or not wanted.isdigit() or int(wanted) >= 2**31:  # ids are 32-bit in PostgreSQL
+        return None
     with services.db.session() as session:
-        mine = [s for s in subscriptions(session, workspace_id=workspace_id) if s.user_id == user_id]
-    return next((s for s in mine if str(s.id) == wanted), None)
+        mine = owned_by(session, workspace_id=workspace_id, user_id=user_id, subscription_id=int(wanted))
+    return mine[0] if mine else None
 
 
 def on_home_catch_up(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from db import Database
-from db.digests import FAILED, claim_run, finish_run, forget_digests, subscribe, subscriptions
+from db.digests import FAILED, claim_run, finish_run, forget_digests, owned_by, subscribe, subscriptions
 from handlers.qa.schedule import ScheduleError, cron_trigger, last_closed_window, parse_schedule
 
 
@@ -103,3 +103,17 @@ def test_forgetting_a_person_drops_their_recaps_but_not_the_channels_digests(db:
     with db.session() as session:
         left = [(s.kind, s.user_id) for s in subscriptions(session)]
     assert left == [("channel", "U1"), ("personal", "U2")]
+
+
+def test_a_person_owns_their_recaps_and_the_channel_digests_they_set_up_and_nothing_else(db: Database) -> None:
+    common = dict(channel_id="C1", channel_type="channel", cron="0 9 * * *", timezone="UTC", label="daily 09:00")
+    with db.session() as session:
+        theirs = subscribe(session, workspace_id="T1", kind="channel", user_id="U1", **common)
+        recap = subscribe(session, workspace_id="T1", kind="personal", user_id="U1", **common)
+        other = subscribe(session, workspace_id="T1", kind="personal", user_id="U2", **common)
+        subscribe(session, workspace_id="T2", kind="personal", user_id="U1", **common)
+    with db.session() as session:
+        assert [s.id for s in owned_by(session, workspace_id="T1", user_id="U1")] == [theirs.id, recap.id]
+        assert owned_by(session, workspace_id="T1", user_id="U1", subscription_id=other.id) == []
+        [one] = owned_by(session, workspace_id="T1", user_id="U1", subscription_id=recap.id)
+        assert one.kind == "personal"
