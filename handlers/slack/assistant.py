@@ -197,8 +197,8 @@ def suggested_prompts(
     services: Services, client: WebClient, *, workspace_id: str, user_id: str, dm: str, looking_at: str | None
 ) -> list[dict[str, str]]:
     prompts: list[dict[str, str]] = []
-    if looking_at and may_catch_up(services, client, looking_at, user_id):
-        name = channel_name(client, looking_at)
+    name = catchable(services, client, looking_at, user_id) if looking_at else None
+    if looking_at and name:
         prompts.append({"title": f"Catch me up on #{name}", "message": f"Catch me up on <#{looking_at}>"})
     with services.db.session() as session:
         popular = popular_questions(
@@ -215,20 +215,22 @@ def suggested_prompts(
     return prompts[:PROMPTS_LIMIT]
 
 
-def may_catch_up(services: Services, client: WebClient, channel_id: str, user_id: str) -> bool:
-    """Ember is in the channel, and the person may read it (public, or private with them in it)."""
+def catchable(services: Services, client: WebClient, channel_id: str, user_id: str) -> str | None:
+    """The channel's name if Ember is in it and the person may read it (public, or private with them
+    in it); None if a catch-up is not on offer. One conversations.info call answers both."""
     if services.digests is None:
-        return False
+        return None
     try:
         info = client.conversations_info(channel=channel_id).get("channel") or {}
     except SlackApiError:
-        return False
+        return None
     if not info.get("is_member") or info.get("is_im") or info.get("is_mpim"):
-        return False
+        return None
     channel_type = "group" if info.get("is_private") else "channel"
-    return dm_digest_holds(
+    allowed = dm_digest_holds(
         channel_type=channel_type, recipient_is_member=services.digests.is_member(channel_id, user_id), recap=False
     )
+    return str(info.get("name") or channel_id) if allowed else None
 
 
 def before_answering_dm(services: Services, client: WebClient, ask: SlackAsk) -> bool:
@@ -276,7 +278,7 @@ def run_catch_up(services: Services, client: WebClient, *, workspace_id: str, us
     """The last day of `channel_id`, digested and sent to `user_id` by DM if they may read it; what to tell them."""
     if services.digests is None:
         return CATCH_UP_UNAVAILABLE
-    if not may_catch_up(services, client, channel_id, user_id):
+    if catchable(services, client, channel_id, user_id) is None:
         log.info("refused %s a catch-up of %s", user_id, channel_id)
         return CATCH_UP_REFUSED
     end = datetime.now(UTC)
@@ -294,13 +296,6 @@ def run_catch_up(services: Services, client: WebClient, *, workspace_id: str, us
     if outcome.status == FAILED:
         return CATCH_UP_FAILED
     return CATCH_UP_SENT.format(channel=channel_id)
-
-
-def channel_name(client: WebClient, channel_id: str) -> str:
-    try:
-        return str((client.conversations_info(channel=channel_id).get("channel") or {}).get("name") or channel_id)
-    except SlackApiError:
-        return channel_id
 
 
 def _clip_text(text: str, limit: int) -> str:

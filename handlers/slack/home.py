@@ -24,7 +24,7 @@ from db.digests import CHANNEL, Subscription, owned_by, reschedule, unsubscribe
 from db.repo import forget_user
 from db.schema import Memory, TrainingRun, Turn, Vote
 from handlers.qa.schedule import ScheduleError, parse_schedule
-from handlers.slack.assistant import channel_name, may_catch_up, on_messages_tab_opened, run_catch_up
+from handlers.slack.assistant import catchable, on_messages_tab_opened, run_catch_up
 from handlers.slack.services import CONTEXT_KEY, Services
 from models import registry
 
@@ -93,7 +93,8 @@ def home_view(
     blocks += [block for sub in digests[:DIGESTS_SHOWN] for block in _digest_blocks(sub)]
     if len(digests) > DIGESTS_SHOWN:
         blocks.append(_context(f"…and {len(digests) - DIGESTS_SHOWN} more: `/ember digest list` in a channel."))
-    if client is not None and looking_at and may_catch_up(services, client, looking_at, user_id):
+    name = catchable(services, client, looking_at, user_id) if client is not None and looking_at else None
+    if looking_at and name:
         # The channel the person looked at last beside Ember (the agent view says which).
         blocks.append(
             {
@@ -104,7 +105,7 @@ def home_view(
                     "type": "button",
                     "action_id": HOME_CATCH_UP,
                     "value": looking_at,
-                    "text": {"type": "plain_text", "text": f"Catch me up on #{channel_name(client, looking_at)}"},
+                    "text": {"type": "plain_text", "text": f"Catch me up on #{name}"},
                 },
             }
         )
