@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,6 +27,28 @@ def ask_in_channel(bots: Bots, slack: LocalSlack, channel: str, user: str, quest
     mention = slack.mention(channel, user, question)
     assert bots.client.send_event(mention).status_code == 200
     answered(slack, channel, mention["event"]["ts"])
+
+
+@dataclass(frozen=True)
+class Team:
+    """Alice and Bob in #general; #launch-plans is private, with Bob alone."""
+
+    alice: str
+    bob: str
+    general: str
+    secret: str
+
+
+def a_team(slack: LocalSlack, *, notes: int = 0) -> Team:
+    """The team, with `notes` messages from Bob in the last hour of each channel."""
+    alice, bob = slack.add_user("alice"), slack.add_user("bob")
+    general = slack.add_channel("general", members=[alice, bob])
+    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
+    now = time.time()
+    for i in range(notes):
+        slack.seed(general, bob, f"we decided to move the release to Friday, note {i}", at=now - 3600 + i * 60)
+        slack.seed(secret, bob, f"the launch is on the 14th, note {i}", at=now - 3600 + i * 60)
+    return Team(alice, bob, general, secret)
 
 
 def open_pane(bots: Bots, slack: LocalSlack, user: str, looking_at: str | None) -> tuple[str, str, list[dict]]:
@@ -118,13 +141,8 @@ def test_catch_me_up_on_a_channel_one_can_read_sends_a_digest_and_on_one_one_can
 ) -> None:
     bots = digest_bot
     bots.start()
-    alice, bob = slack.add_user("alice"), slack.add_user("bob")
-    general = slack.add_channel("general", members=[alice, bob])
-    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
-    now = time.time()
-    for i in range(6):
-        slack.seed(general, bob, f"we decided to move the release to Friday, note {i}", at=now - 3600 + i * 60)
-        slack.seed(secret, bob, f"the launch is on the 14th, note {i}", at=now - 3600 + i * 60)
+    team = a_team(slack, notes=6)
+    alice, general, secret = team.alice, team.general, team.secret
 
     dm, thread, _ = open_pane(bots, slack, alice, general)
     ask = slack.user_message(dm, alice, f"Catch me up on <#{general}>", thread_ts=thread)
@@ -190,9 +208,8 @@ def test_in_the_agent_view_the_prompts_follow_the_channel_being_viewed_and_a_dm_
     bots: Bots, slack: LocalSlack
 ) -> None:
     bots.start()
-    alice, bob = slack.add_user("alice"), slack.add_user("bob")
-    general = slack.add_channel("general", members=[alice, bob])
-    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
+    team = a_team(slack)
+    alice, general, secret = team.alice, team.general, team.secret
 
     def prompts_after(envelope: dict[str, Any]) -> list[str]:
         before = len(slack.calls_to("assistant.threads.setSuggestedPrompts"))
@@ -222,12 +239,8 @@ def test_the_home_tab_offers_a_catch_up_of_the_channel_last_viewed_only_if_one_m
 ) -> None:
     bots = digest_bot
     bots.start()
-    alice, bob = slack.add_user("alice"), slack.add_user("bob")
-    general = slack.add_channel("general", members=[alice, bob])
-    secret = slack.add_channel("launch-plans", kind="private", members=[bob])
-    now = time.time()
-    for i in range(4):
-        slack.seed(general, bob, f"we decided to move the release to Friday, note {i}", at=now - 3600 + i * 60)
+    team = a_team(slack, notes=4)
+    alice, general, secret = team.alice, team.general, team.secret
 
     def answered_calls() -> int:
         return len(slack.calls_to("views.publish")) + len(slack.calls_to("assistant.threads.setSuggestedPrompts"))
