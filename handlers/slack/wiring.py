@@ -38,27 +38,43 @@ from handlers.slack.home import (
 from handlers.slack.mentions import on_app_mention
 from handlers.slack.messages import on_message
 
+# Every event is acknowledged (Slack retries anything else); of messages, only DMs are answered.
+EVENTS = (
+    ("app_mention", on_app_mention),
+    ("message", on_message),
+    ("app_home_opened", on_app_home_opened),
+    ("assistant_thread_started", on_assistant_thread_started),
+    ("assistant_thread_context_changed", on_assistant_context_changed),
+    ("app_context_changed", on_app_context_changed),
+)
+SHORTCUTS = (
+    (SUMMARIZE_SHORTCUT, on_summarize_shortcut),
+    (ASK_ABOUT_SHORTCUT, on_ask_about_shortcut),
+)
+# Buttons by action_id: /ember forget's confirmation, votes on digests, the Home tab's.
+ACTIONS = (
+    (FORGET_CONFIRM, on_forget_confirm),
+    (FORGET_CANCEL, on_forget_cancel),
+    (DIGEST_UP, on_digest_vote),
+    (DIGEST_DOWN, on_digest_vote),
+    (HOME_DIGEST_OFF, on_home_digest_off),
+    (HOME_DIGEST_EDIT, on_home_digest_edit),
+    (HOME_FORGET, on_home_forget),
+    (HOME_CATCH_UP, on_home_catch_up),
+)
+VIEWS = ((EDIT_CALLBACK, on_schedule_submit),)
+
 
 def register(app: App, *, command: str = "/ember") -> None:
-    app.event("app_mention")(on_app_mention)
-    # Every message event is acknowledged (Slack retries anything else); only DMs are answered.
-    app.event("message")(on_message)
+    for event, on_event in EVENTS:
+        app.event(event)(on_event)
     app.command(command)(on_ember_command)
-    app.action(FORGET_CONFIRM)(on_forget_confirm)
-    app.action(FORGET_CANCEL)(on_forget_cancel)
-    app.shortcut(SUMMARIZE_SHORTCUT)(on_summarize_shortcut)
-    app.shortcut(ASK_ABOUT_SHORTCUT)(on_ask_about_shortcut)
-    app.action(DIGEST_UP)(on_digest_vote)
-    app.action(DIGEST_DOWN)(on_digest_vote)
-    # Buttons, the "better answer" modal and :+1:/:-1: reactions on answers.
+    for callback_id, on_shortcut in SHORTCUTS:
+        app.shortcut(callback_id)(on_shortcut)
+    for action_id, on_action in ACTIONS:
+        app.action(action_id)(on_action)
+    for callback_id, on_view in VIEWS:
+        app.view(callback_id)(on_view)
+    # The answers' feedback: buttons, the "better answer" modal and :+1:/:-1: reactions.
     register_feedback(app)
-    app.event("app_home_opened")(on_app_home_opened)
-    app.event("assistant_thread_started")(on_assistant_thread_started)
-    app.event("assistant_thread_context_changed")(on_assistant_context_changed)
-    app.event("app_context_changed")(on_app_context_changed)
-    app.action(HOME_DIGEST_OFF)(on_home_digest_off)
-    app.action(HOME_DIGEST_EDIT)(on_home_digest_edit)
-    app.view(EDIT_CALLBACK)(on_schedule_submit)
-    app.action(HOME_FORGET)(on_home_forget)
-    app.action(HOME_CATCH_UP)(on_home_catch_up)
     app.error(on_listener_error)
