@@ -43,7 +43,7 @@ from db import Database
 from db.repo import latest_training_run
 from db.schema import Memory, Turn, Vote
 from handlers.slack.feedback import FEEDBACK_ACTION, FEEDBACK_BLOCK
-from models import dataset, loading, registry, train_job
+from models import dataset, evaluation, loading, registry, train_job
 from models.evaluation import plain_figures
 from models.loops import has_loop
 from models.prompt import render
@@ -405,6 +405,14 @@ class Scores:
     looping: float  # share of all those answers that fall into a loop (models.loops)
     fact_answers: list[str]
     general_answers: list[str]
+    gate_general_answers: list[str]  # the gate's own general questions, as `ember train` asks them
+
+
+def gate_general_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    system_prompt = str(Settings.model_fields["system_prompt"].default)
+    prompts = [example.prompt() for example in evaluation.general_examples(system_prompt)]
+    answers = evaluation.generate(model, tokenizer, prompts, max_new_tokens=evaluation.GENERAL_ANSWER_TOKENS)
+    return [answer.text for answer in answers]
 
 
 def score(location: str, facts: Sequence[Fact]) -> Scores:
@@ -422,6 +430,7 @@ def score(location: str, facts: Sequence[Fact]) -> Scores:
         ),
         fact_answers=fact_answers,
         general_answers=general_answers,
+        gate_general_answers=gate_general_answers(model, tokenizer),
     )
 
 
@@ -686,6 +695,11 @@ def _report(facts: Sequence[Fact], before: Scores, trials: Sequence[Trial], extr
             ):
                 if correct(old, keys) != correct(new, keys):
                     print(f"  general Q: {question}\n    before: {old}\n    after:  {new}")
+            for (question, _, words), old, new in zip(
+                evaluation.GENERAL, before.gate_general_answers, t.after.gate_general_answers, strict=True
+            ):
+                if evaluation.says(old, words) != evaluation.says(new, words):
+                    print(f"  gate's general Q: {question}\n    before: {old}\n    after:  {new}")
     print()
     print(f"learning benchmark: {loading.PACKAGED_VERSION} on CPU ({os.cpu_count()} cores), retrieval off")
     print(f"team facts: {len(facts)} ({2 * len(facts)} held-out paraphrases); general questions: {len(GENERAL)}")

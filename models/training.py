@@ -37,9 +37,11 @@ log = logging.getLogger(__name__)
 class TrainSettings:
     # CPU defaults, from the learning benchmark (SmolLM2-135M, 32 facts, one correction each, augmented
     # to about five phrasings by models.augment). 3 epochs at 1e-3 with 48 anchors: +41 points on
-    # held-out paraphrases, general -3. 4 epochs with all 96 anchors (69 kept): +56, general -3.
-    # 5 epochs with 48 anchors: +52 but general -7. (Without augmentation, three corrections per
-    # fact: 5 epochs +61.)
+    # held-out paraphrases, general -3. 4 epochs with all 96 anchors (69 kept): +56, general -3,
+    # but the gate's own general questions fell 57% -> 48% and it rejected the run. 4 epochs with
+    # 200 anchors over the 197 prompts (160 kept): +53, general +0, gate 57% -> 68%, promoted, in
+    # 1635 s. 5 epochs with 48 anchors: +52 but general -7. (Without augmentation, three
+    # corrections per fact: 5 epochs +61.)
     epochs: int = 4
     learning_rate: float = 1e-3
     batch_size: int = 8  # KTO estimates its KL reference point within a batch: at least 2
@@ -57,8 +59,8 @@ class TrainSettings:
     # How many general prompts to replay with the base model's own answers (desirable), so that
     # learning the team's facts does not turn every answer into one about the team. 0 turns it off.
     # Upvoted answers, augmented, rehearse general behaviour too. Answers cut off at the token limit
-    # are dropped, so about 70 of the 96 ANCHOR_PROMPTS are kept.
-    anchors: int = 96
+    # are dropped, so about four in five of the 197 ANCHOR_PROMPTS are kept.
+    anchors: int = 200
     bf16: bool = False
     # Recompute activations in the backward pass: slower, but an 8B model's LoRA fits a 24 GB GPU.
     activation_checkpointing: bool = False
@@ -229,6 +231,107 @@ ANCHOR_PROMPTS: tuple[str, ...] = (
     "How long should I boil an egg?",
     "What is the capital of Chile?",
     "Which continent is Brazil in?",
+    "What is the capital of Poland?",
+    "What is the capital of Austria?",
+    "What is the capital of Hungary?",
+    "What is the capital of Finland?",
+    "What is the capital of Denmark?",
+    "What is the capital of Vietnam?",
+    "What is the capital of Indonesia?",
+    "What is the capital of Colombia?",
+    "What is the capital of Cuba?",
+    "What is the capital of Nigeria?",
+    "What is the capital of Morocco?",
+    "What is the capital of New Zealand?",
+    "What is the capital of the Netherlands?",
+    "What is the capital of Belgium?",
+    "What is the capital of Switzerland?",
+    "Which country is Toronto in?",
+    "Which country is Barcelona in?",
+    "Which continent is India in?",
+    "Which ocean lies between Europe and America?",
+    "What is 6 plus 7?",
+    "What is 8 times 8?",
+    "What is 100 minus 1?",
+    "What is 12 divided by 4?",
+    "What is double 15?",
+    "How many hours are in a week?",
+    "How many days are in a year?",
+    "How many months have 31 days?",
+    "How many zeros are in one thousand?",
+    "How many sides does a hexagon have?",
+    "How many legs does a horse have?",
+    "How many legs does a bird have?",
+    "How many wings does a bee have?",
+    "How many hearts does an octopus have?",
+    "What color is the sun at noon?",
+    "What color are strawberries?",
+    "What color is coal?",
+    "What color is milk?",
+    "What color is the sea?",
+    "Which animal has a trunk?",
+    "Which animal hops and carries its baby in a pouch?",
+    "Which animal is called man's best friend?",
+    "Which animal gives us wool?",
+    "Which bird cannot fly and lives in Antarctica?",
+    "What does a caterpillar eat?",
+    "What do spiders spin?",
+    "What do you call a baby cow?",
+    "What do you call a group of wolves?",
+    "Where do bees live?",
+    "Which planet is called the Morning Star?",
+    "How many planets are in the solar system?",
+    "What is the hottest planet?",
+    "What do plants need to grow?",
+    "What is the chemical symbol for oxygen?",
+    "What is the chemical symbol for sodium?",
+    "What is the chemical symbol for silver?",
+    "What gas do humans breathe out?",
+    "Which part of the plant makes seeds?",
+    "What are the three states of matter?",
+    "What is the tallest animal?",
+    "What is the smallest planet?",
+    "Who wrote The Odyssey?",
+    "Who painted the ceiling of the Sistine Chapel?",
+    "Who was the first person to walk on the Moon?",
+    "Who wrote Don Quixote?",
+    "Who composed the Fifth Symphony?",
+    "What language is spoken in Italy?",
+    "What language is spoken in Japan?",
+    "What language is spoken in Argentina?",
+    "What is the plural of foot?",
+    "What is the past tense of go?",
+    "What is the opposite of fast?",
+    "What is the opposite of open?",
+    "What is the opposite of wet?",
+    "What is the opposite of happy?",
+    "Give me a word that rhymes with cat.",
+    "Translate 'water' into Spanish.",
+    "Translate 'hello' into Italian.",
+    "What is the last month of the year?",
+    "Which day comes after Monday?",
+    "How many days are in a weekend?",
+    "What do you call the meal eaten in the morning?",
+    "What do you wear on your feet?",
+    "What do you use to cut paper?",
+    "What do you use to open a lock?",
+    "Where do you go to borrow books?",
+    "What does a doctor do?",
+    "What does a pilot fly?",
+    "What does USB stand for?",
+    "What does URL stand for?",
+    "What is an email?",
+    "What is a password for?",
+    "What does a web browser do?",
+    "What is the cloud, in computing?",
+    "What does the command cd do in a terminal?",
+    "What is a bug in software?",
+    "Give one tip for a good presentation.",
+    "How do I say thank you to a colleague?",
+    "What is a good habit for staying organised?",
+    "How should I start a cover letter?",
+    "Why do we drink water?",
+    "What is a good snack for the afternoon?",
 )
 ANCHOR_ANSWER_TOKENS = 96
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from db import Database
 from db.schema import Memory, ModelVersion, TrainingRun, Vote
-from models import dataset, registry, train_job
+from models import dataset, evaluation, registry, train_job
 from models.dataset import TrainingSet
 from models.evaluation import Figures, gate, plain_figures
 from models.loading import ModelSource, load
@@ -329,3 +329,20 @@ def test_augmentation_can_be_turned_off(database: Database, data_dir: Path, tiny
     outcome = train_job.run(job(data_dir, database, tiny_model_dir, augment=False))
     assert outcome.status == "promoted", outcome.summary
     assert json.loads(runs(database)[-1].detail or "{}")["augmentation"] == {"enabled": False}
+
+
+def test_anchor_prompts_never_rehearse_a_question_the_model_is_judged_on():
+    """Anchors are replayed with the base model's own answers. If one were also a question the gate
+    or the learning benchmark asks, training would be graded on what it rehearsed."""
+    from bench import learning
+    from models.training import ANCHOR_PROMPTS
+
+    def norm(text: str) -> str:
+        return " ".join(text.lower().rstrip("?.!").split())
+
+    anchors = [norm(p) for p in ANCHOR_PROMPTS]
+    assert len(anchors) == len(set(anchors)), "an anchor prompt is listed twice"
+    judged = {norm(q) for q, *_ in evaluation.GENERAL}
+    judged |= {norm(q) for q, _ in learning.GENERAL} | {norm(q) for q, _ in learning.DAY_GENERAL}
+    judged |= {norm(q) for fact in learning.FACTS for q in (*fact.asked, *fact.paraphrases)}
+    assert not set(anchors) & judged
