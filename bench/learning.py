@@ -408,13 +408,6 @@ class Scores:
     gate_general_answers: list[str]  # the gate's own general questions, as `ember train` asks them
 
 
-def gate_general_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    system_prompt = str(Settings.model_fields["system_prompt"].default)
-    prompts = [example.prompt() for example in evaluation.general_examples(system_prompt)]
-    answers = evaluation.generate(model, tokenizer, prompts, max_new_tokens=evaluation.GENERAL_ANSWER_TOKENS)
-    return [answer.text for answer in answers]
-
-
 def score(location: str, facts: Sequence[Fact]) -> Scores:
     model, tokenizer, _ = loading.load(loading.ModelSource(location, location), "cpu")
     fact_answers = answer_all(model, tokenizer, [q for fact in facts for q in fact.paraphrases])
@@ -430,7 +423,9 @@ def score(location: str, facts: Sequence[Fact]) -> Scores:
         ),
         fact_answers=fact_answers,
         general_answers=general_answers,
-        gate_general_answers=gate_general_answers(model, tokenizer),
+        gate_general_answers=evaluation.general_answers(
+            model, tokenizer, system_prompt=str(Settings.model_fields["system_prompt"].default)
+        ),
     )
 
 

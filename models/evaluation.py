@@ -164,11 +164,16 @@ def measure(
     )
 
 
+def general_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, system_prompt: str) -> list[str]:
+    """The greedy answers to the GENERAL questions, in their order."""
+    prompts = [example.prompt() for example in general_examples(system_prompt)]
+    return [answer.text for answer in generate(model, tokenizer, prompts, max_new_tokens=GENERAL_ANSWER_TOKENS)]
+
+
 def general_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, system_prompt: str) -> float:
     """The share of GENERAL questions whose greedy answer contains one of the expected words."""
-    prompts = [example.prompt() for example in general_examples(system_prompt)]
-    answers = generate(model, tokenizer, prompts, max_new_tokens=GENERAL_ANSWER_TOKENS)
-    right = [says(answer.text, words) for answer, (_, _, words) in zip(answers, GENERAL, strict=True)]
+    answers = general_answers(model, tokenizer, system_prompt=system_prompt)
+    right = [says(answer, words) for answer, (_, _, words) in zip(answers, GENERAL, strict=True)]
     return sum(right) / len(right)
 
 

@@ -59,7 +59,8 @@ class TrainSettings:
     # How many general prompts to replay with the base model's own answers (desirable), so that
     # learning the team's facts does not turn every answer into one about the team. 0 turns it off.
     # Upvoted answers, augmented, rehearse general behaviour too. Answers cut off at the token limit
-    # are dropped, so about four in five of the 197 ANCHOR_PROMPTS are kept.
+    # are dropped, so about four in five of the 197 ANCHOR_PROMPTS are kept. A count above their
+    # number takes them all.
     anchors: int = 200
     bf16: bool = False
     # Recompute activations in the backward pass: slower, but an 8B model's LoRA fits a 24 GB GPU.
