@@ -43,6 +43,8 @@ TEAM_NAME = "Ember Playground"
 # Slack refuses longer messages (msg_too_long).
 MAX_MESSAGE_CHARS = 40_000
 COMMANDS = ("/ember",)
+AGENT_CHATS = 20  # the conversations Ember's pane lists
+TITLE_CHARS = 60
 SLACKBOT = {"id": "USLACKBOT", "name": "slackbot", "real_name": "Slackbot", "is_bot": True}
 PEOPLE = (("ana", "Ana Lima"), ("ben", "Ben Okafor"), ("cleo", "Cleo Park"))
 # The message.* subscription that delivers a conversation's messages to the app.
@@ -202,12 +204,48 @@ class Playground:
                 and e.get("thread_ts")
                 and ws.thread_root(found.id, e["thread_ts"]) == root
             ]
+            key = f"{found.id}|{root}"
             return {
                 "ok": True,
                 "channel": self._channel_entry(found),
                 "parent": self._shown(found, parent),
                 "replies": [self._shown(found, m) for m in replies],
                 "ephemerals": [self._shown_ephemeral(e) for e in ephemerals],
+                # An assistant thread's title and "is thinking…" status (assistant.threads.setTitle/setStatus).
+                "title": ws.titles.get(key),
+                "status": ws.statuses.get(key),
+            }
+
+    def agent(self, user: str) -> Result:
+        """Ember opened beside a channel (the agent view's split pane): `user`'s DM with Ember as the
+        pane shows it, its suggested prompts and its conversations (each question opens a thread),
+        newest first, with the titles Ember gave them."""
+        ws = self.ws
+        with ws.lock:
+            person = self._person(user)
+            if isinstance(person, dict):
+                return person
+            dm = next((c for c in ws.channels.values() if c.kind == "im" and c.user == person.id), None)
+            if dm is None:
+                return _error("channel_not_found", "There is no DM with Ember for you.")
+            chats = []
+            for message in reversed(ws.top_level(dm.id)):
+                key = f"{dm.id}|{message['ts']}"
+                if message.get("user") != person.id and key not in ws.titles:
+                    continue
+                chats.append(
+                    {
+                        "ts": message["ts"],
+                        "title": ws.titles.get(key) or _first_line(str(message.get("text") or "")),
+                        "status": ws.statuses.get(key),
+                        "reply_count": int(message.get("reply_count") or 0),
+                    }
+                )
+            return {
+                "ok": True,
+                "dm": dm.id,
+                "prompts": copy.deepcopy(ws.prompts.get(dm.id, [])),
+                "chats": chats[:AGENT_CHATS],
             }
 
     def views(self, user: str) -> list[dict[str, Any]]:
@@ -658,6 +696,12 @@ class Playground:
         except Exception as err:
             log.exception("a playground hook failed")
             return _error("internal_error", str(err) or type(err).__name__)
+
+
+def _first_line(text: str) -> str:
+    """A conversation's name until the app titles it: its first line, cut to fit."""
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 def _person(user: User) -> dict[str, Any]:

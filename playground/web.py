@@ -8,7 +8,9 @@ path here:
     GET  /playground/api/directory?user=            GET /playground/api/people
     GET  /playground/api/history?user=&channel=     GET /playground/api/thread?user=&channel=&ts=
     GET  /playground/api/views?user=                GET /playground/api/status
+    GET  /playground/api/home?user=                 GET /playground/api/agent?user=   (Ember's pane)
     POST /playground/api/send | click | submit | close_view | react | train    (JSON object bodies)
+    POST /playground/api/opened | prompt | open_home | home_click              (Ember's pane, its Home)
     GET  /playground/events             Server-Sent Events: `change` with the workspace revision
 
 Every API answer is JSON. Bad input is a 4xx naming the problem: 400 for a body that is not a JSON
@@ -62,6 +64,7 @@ class PlaygroundAPI(Protocol):
     def thread(self, user: str, channel: str, ts: str, /) -> Json: ...
     def views(self, user: str, /) -> Json: ...
     def home(self, user: str, /) -> Json: ...
+    def agent(self, user: str, /) -> Json: ...
     def open_home(self, user: str, /) -> Json: ...
     def opened(self, user: str, channel: str, /) -> Json: ...
     def prompt(self, user: str, channel: str, message: str, /) -> Json: ...
@@ -101,6 +104,7 @@ READS: dict[str, Endpoint] = {
     ),
     "views": ((("user", str),), lambda p, a: p.views(a["user"])),
     "home": ((("user", str),), lambda p, a: p.home(a["user"])),
+    "agent": ((("user", str),), lambda p, a: p.agent(a["user"])),
     "status": ((), lambda p, a: p.status()),
 }
 WRITES: dict[str, Endpoint] = {

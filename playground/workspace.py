@@ -237,6 +237,10 @@ class Workspace:
     homes: dict[str, Message] = field(default_factory=dict)
     # Suggested prompts the app set (assistant.threads.setSuggestedPrompts): by DM, or "DM|thread_ts".
     prompts: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # An assistant thread's title (setTitle) and status (setStatus, cleared when the app replies there),
+    # by "DM|thread_ts".
+    titles: dict[str, str] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)  # unused trigger_id -> the user it was minted for
     # Bumped on every change, so a page (or the store) can wait for one instead of polling contents.
     revision: int = field(default=0, init=False)
@@ -396,6 +400,8 @@ class Workspace:
             message: Message = {"type": "message", **fields, "ts": ts, "team": self.team_id}
             if thread_ts:
                 message["thread_ts"] = self.thread_root(channel, thread_ts)
+                if fields.get("bot_id") == self.bot_id:  # Slack clears the status when the app replies
+                    self.statuses.pop(f"{channel}|{message['thread_ts']}", None)
             history.add(message)
             self._link_reply(channel, message)
             if ts in history.replies:  # a parent stored after its replies (seeded out of order)

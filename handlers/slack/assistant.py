@@ -10,8 +10,10 @@ the person's DM with Ember, each opened beside a channel). Both get the same sug
   the person can read that channel, then the questions the team asked most this week among those the
   person may see (public channels and their own DM), then defaults.
 - `assistant_thread_context_changed`: the person moved to another channel with the pane open.
-- The first question in a thread becomes its title. Questions are answered by the DM path
-  (handlers.slack.messages), which shows "is thinking…" and the agent's tool steps as the status.
+- The first question of a conversation becomes its title: a top-level DM message (which opens its
+  own thread, the agent view's model) or the first question in a pane thread. Questions are answered
+  by the DM path (handlers.slack.messages), which shows "is thinking…" and the agent's tool steps as
+  the status.
 - "Catch me up on #channel" runs the digest pipeline on demand, as `/ember digest now` does.
 - The message shortcut "Ask Ember about this" starts such a thread in the person's DM with the
   message quoted at its top, so the questions asked in it are answered with that message as context.
@@ -29,7 +31,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from db.assistant import (
-    find_thread,
     popular_questions,
     set_context,
     set_viewing,
@@ -235,20 +236,20 @@ def catchable(services: Services, client: WebClient, channel_id: str, user_id: s
 
 def before_answering_dm(services: Services, client: WebClient, ask: SlackAsk) -> bool:
     """For a DM: "Catch me up on #channel" runs a catch-up instead of an answer (True; its claim is
-    settled when it is done); in a thread of the pane, the first question gives the thread its title,
-    and it is answered as any DM (False)."""
+    settled when it is done). Otherwise the first question of a thread gives it its title: a top-level
+    message (which opens its own thread) or the first in a thread of the pane. It is then answered as
+    any DM (False)."""
     wanted = CATCH_UP.match(ask.text)
     if wanted:
         services.in_background(lambda: _catch_up_settled(services, client, ask, wanted.group(1)))
         return True
     if not ask.reply_thread_ts:
         return False
-    with services.db.session() as session:
-        thread = find_thread(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
-    if thread is None:
-        return False
-    with services.db.session() as session:
-        first = take_title(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
+    if ask.reply_thread_ts == ask.ts:
+        first = True  # a top-level message opens its own thread (the agent view's model)
+    else:
+        with services.db.session() as session:  # a thread of the pane (not titled yet), or no title
+            first = take_title(session, channel_id=ask.channel_id, thread_ts=ask.reply_thread_ts)
     if first:
         try:
             client.assistant_threads_setTitle(

@@ -1,6 +1,7 @@
-"""`message.im`: direct messages are questions; Ember answers in the DM (in the thread if there is one).
-"Catch me up on #channel" runs a catch-up instead, and in a thread of the assistant pane the first
-question titles the thread (handlers.slack.assistant)."""
+"""`message.im`: direct messages are questions. Ember answers each in its thread: a top-level message
+opens one, as in Slack's agent view, where every message in the messages tab is its own conversation
+with a title and an "is thinking…" status. "Catch me up on #channel" runs a catch-up instead; the
+first question of a thread titles it (handlers.slack.assistant)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def on_message(body: dict[str, Any], event: dict[str, Any], client: WebClient, c
     if event.get("channel_type") != "im" or not is_from_person(event):
         return
     services: Services = context[CONTEXT_KEY]
-    ask = ask_from_event(body, event, channel_type="im", bot_user_id=context.bot_user_id, source="dm", in_thread=False)
+    ask = ask_from_event(body, event, channel_type="im", bot_user_id=context.bot_user_id, source="dm", in_thread=True)
     if not ask.text:
         client.chat_postMessage(channel=ask.channel_id, thread_ts=ask.reply_thread_ts, text=BARE_MENTION_HELP)
         settle(services, ask.event_id)

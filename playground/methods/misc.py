@@ -63,18 +63,26 @@ def remove_reaction(message: Message, user: str, name: str) -> bool:
     return True
 
 
-def assistant_thread(ctx: CallContext) -> Response:
-    """setStatus: only recorded; check the target exists."""
-    ctx.channel("channel_id")
-    ctx.require("thread_ts")
+def assistant_status(ctx: CallContext) -> Response:
+    """setStatus: shown under the thread until the app replies there; an empty status clears it."""
+    channel, thread_ts = ctx.channel("channel_id"), ctx.require("thread_ts")
+    status = ctx.args.get("status")  # required, but "" is a value here: it clears the status
+    if not isinstance(status, str):
+        raise SlackError("invalid_arguments", arg="status")
+    key = f"{channel.id}|{ctx.workspace.thread_root(channel.id, str(thread_ts))}"
+    if status.strip():
+        ctx.workspace.statuses[key] = status
+    else:
+        ctx.workspace.statuses.pop(key, None)
     return {"ok": True}
 
 
 def assistant_title(ctx: CallContext) -> Response:
-    ctx.channel("channel_id")
-    ctx.require("thread_ts")
-    if not isinstance(ctx.require("title"), str) or not ctx.arg("title").strip():
+    channel, thread_ts = ctx.channel("channel_id"), ctx.require("thread_ts")
+    title = ctx.require("title")
+    if not isinstance(title, str) or not title.strip():
         raise SlackError("invalid_arguments", arg="title")
+    ctx.workspace.titles[f"{channel.id}|{ctx.workspace.thread_root(channel.id, str(thread_ts))}"] = title
     return {"ok": True}
 
 
@@ -101,7 +109,7 @@ HANDLERS: dict[str, Handler] = {
     "users.info": users_info,
     "reactions.add": reactions_add,
     "reactions.remove": reactions_remove,
-    "assistant.threads.setStatus": assistant_thread,
+    "assistant.threads.setStatus": assistant_status,
     "assistant.threads.setTitle": assistant_title,
     "assistant.threads.setSuggestedPrompts": assistant_prompts,
 }

@@ -34,6 +34,8 @@ def stop_stream(ctx: CallContext) -> Response:
     extra = {k: ctx.arg(k) for k in ("blocks", "metadata") if ctx.arg(k) is not None}
     _, after = ctx.workspace.edit(channel.id, message["ts"], extra)
     ctx.workspace.streaming.discard((channel.id, message["ts"]))
+    if message.get("thread_ts"):  # a status set while the answer streamed ends with it
+        ctx.workspace.statuses.pop(f"{channel.id}|{message['thread_ts']}", None)
     return {"ok": True, "channel": channel.id, "ts": message["ts"], "message": public(after)}
 
 

@@ -29,6 +29,11 @@
 //   #training-log (.training-lines, .training-result)
 //   #toast                           transient errors from clicks, reactions and the like
 //   #messages .suggested-prompts .prompt-chip[data-message]    the agent view's prompts, in the DM with Ember
+//   #agent-toggle opens #agent-pane, Ember beside the open channel (the agent view's split pane):
+//     .agent-title (the open chat's title, or "Ember"), .agent-context ("Beside #general"), .agent-back,
+//     .agent-new, .agent-close, #agent-messages holding .suggested-prompts .prompt-chip[data-message] and
+//     .agent-chat[data-ts] (the list) or the open chat's .message elements, .agent-status ("Ember is
+//     thinking…" while Ember works), #agent-composer textarea
 //   #channel-list .sidebar-item[data-home] opens Ember's Home tab; #messages .home-view shows it (its
 //                                    buttons are .block-button; one with a confirm asks before it clicks)
 
@@ -47,12 +52,13 @@ const state = {
   thread: null,
   views: [],
   home: false, // Ember's Home tab is open instead of a channel
+  agent: { open: false, threadTs: null, data: null }, // Ember's pane beside the channel, and its open chat
   status: null,
   epoch: 0, // bumped on every user or channel switch; stale answers are dropped
   pendingFocus: null, // {ts} to scroll to and highlight once rendered
-  stickToBottom: { messages: false, thread: false }, // after the viewer's own send: scroll down on the next render
+  stickToBottom: { messages: false, thread: false, agent: false }, // after the viewer's own send: scroll down on the next render
 };
-const rendered = { history: "", thread: "", directory: "", home: "" };
+const rendered = { history: "", thread: "", directory: "", home: "", agent: "" };
 const chosenFeedback = new Map(); // `${channel}|${ts}|${action_id}` -> value of the chosen thumb
 
 // --- small helpers -------------------------------------------------------------------------------
@@ -689,14 +695,18 @@ function renderChannel(data, { force = false } = {}) {
       ? "This is your direct message with Ember. Ask it anything; only you can see this conversation."
       : `This is the very beginning of the ${channelPrefix(channel).trim()}${channelLabel(channel)} channel. Mention @Ember to ask it something.`,
   );
-  const prompts = channel.kind === "im" && (data.prompts || []).length ? [suggestedPrompts(data.prompts)] : [];
+  const prompts =
+    channel.kind === "im" && (data.prompts || []).length
+      ? [suggestedPrompts(data.prompts, state.channelId, () => (state.stickToBottom.messages = true))]
+      : [];
   container.replaceChildren(intro, ...prompts, ...nodes);
   keepScroll(container, atBottom, force);
   focusPending(container);
 }
 
-/** The agent view's suggested prompts at the top of the DM with Ember; a click asks that question. */
-function suggestedPrompts(prompts) {
+/** The agent view's suggested prompts (in the DM with Ember, or its pane); a click asks that question
+ * in `channel` and hands the posted message to `posted`. */
+function suggestedPrompts(prompts, channel, posted) {
   return h(
     "div",
     { class: "suggested-prompts" },
@@ -711,9 +721,9 @@ function suggestedPrompts(prompts) {
           onclick: async (event) => {
             event.currentTarget.disabled = true;
             try {
-              state.stickToBottom.messages = true;
-              const result = await apiPost("prompt", { user: state.me, channel: state.channelId, message: p.message });
+              const result = await apiPost("prompt", { user: state.me, channel, message: p.message });
               if (result && result.ok === false) toast(errorText(result));
+              else posted(result);
             } catch (err) {
               toast(errorText(err.body));
             } finally {
@@ -744,6 +754,89 @@ function renderThread(data, { force = false } = {}) {
   container.replaceChildren(...[parent, divider, ...nodes].filter(Boolean));
   keepScroll(container, atBottom, force);
   focusPending(container);
+}
+
+/** Ember's pane: its suggested prompts and chats, or the open chat with its title and status. */
+function renderAgent(data, chat, { force = false } = {}) {
+  const viewing = channelById(state.channelId);
+  const mark = viewing && viewing.kind === "private" ? "🔒 " : "#";
+  const context = viewing && viewing.kind !== "im" && !state.home ? `Beside ${mark}${channelLabel(viewing)}` : "";
+  const key = JSON.stringify([data, chat, context, state.directory && state.directory.people]);
+  if (key === rendered.agent && !force) return;
+  rendered.agent = key;
+  state.agent.data = data;
+  const pane = $("#agent-pane");
+  const container = $("#agent-messages");
+  const atBottom = nearBottom(container) || state.stickToBottom.agent;
+  state.stickToBottom.agent = false;
+  $(".agent-context", pane).textContent = context;
+  $(".agent-back", pane).hidden = !chat;
+  const status = $(".agent-status", pane);
+  status.textContent = chat && chat.status ? `Ember ${chat.status}` : "";
+  status.hidden = !(chat && chat.status);
+  agentComposer.textarea.placeholder = chat ? "Reply…" : "Ask Ember…";
+  if (chat) {
+    const open = (data.chats || []).find((c) => c.ts === state.agent.threadTs);
+    $(".agent-title", pane).textContent = chat.title || (open && open.title) || "Ember";
+    const opts = { channel: data.dm, inThread: true };
+    const replies = renderMessageList(container, chat.replies || [], chat.ephemerals || [], opts).filter(
+      (n) => !n.classList.contains("day-divider"),
+    );
+    container.replaceChildren(renderMessage(chat.parent, { ...opts, ephemeral: false }), ...replies);
+  } else {
+    $(".agent-title", pane).textContent = "Ember";
+    const intro = h("div", { class: "channel-intro" }, h("div", { class: "channel-intro-title" }, "Ember"), "Ask about your team's work, or catch up on a channel.");
+    const prompts = (data.prompts || []).length
+      ? suggestedPrompts(data.prompts, data.dm, (result) => result.ts && showAgentChat(result.ts))
+      : null;
+    const chats = (data.chats || []).length
+      ? h(
+          "div",
+          { class: "agent-chats" },
+          h("div", { class: "agent-chats-title" }, "Recent chats"),
+          data.chats.map((c) =>
+            h(
+              "button",
+              { type: "button", class: "agent-chat", dataset: { ts: c.ts }, onclick: () => showAgentChat(c.ts) },
+              h("span", { class: "agent-chat-title", html: inline(c.title) }),
+              h("span", { class: "agent-chat-meta" }, c.status ? `Ember ${c.status}` : timeLabel(c.ts)),
+            ),
+          ),
+        )
+      : null;
+    container.replaceChildren(...[intro, prompts, chats].filter(Boolean));
+  }
+  keepScroll(container, atBottom, force);
+}
+
+function openAgent() {
+  state.agent.open = true;
+  rendered.agent = "";
+  $("#agent-pane").hidden = false;
+  $("#agent-toggle").classList.add("active");
+  // Opening Ember beside a channel tells it what the person is looking at (app_context_changed).
+  const viewing = channelById(state.channelId);
+  if (viewing && viewing.kind !== "im" && !state.home) {
+    apiPost("opened", { user: state.me, channel: viewing.id }).catch(() => {});
+  }
+  loadAgent(state.epoch, { force: true });
+  agentComposer.textarea.focus();
+}
+
+function closeAgent() {
+  state.agent = { open: false, threadTs: null, data: null };
+  rendered.agent = "";
+  $("#agent-pane").hidden = true;
+  $("#agent-toggle").classList.remove("active");
+}
+
+/** Open one of the pane's chats (null: back to its prompts and list). */
+function showAgentChat(ts) {
+  state.agent.threadTs = ts;
+  state.stickToBottom.agent = true;
+  rendered.agent = "";
+  agentComposer.clearError();
+  loadAgent(state.epoch, { force: true });
 }
 
 function focusPending(container) {
@@ -833,7 +926,7 @@ function setupComposer(form, target) {
       } else {
         if (textarea.value === text) textarea.value = "";
         autosize();
-        where.afterSend?.();
+        where.afterSend?.(result);
       }
     } catch (err) {
       showError(err.body);
@@ -1130,6 +1223,20 @@ async function loadHome(epoch) {
   }
 }
 
+async function loadAgent(epoch, options) {
+  if (!state.agent.open) return;
+  try {
+    const data = await apiGet("agent", { user: state.me });
+    const ts = state.agent.threadTs;
+    const chat = ts ? await apiGet("thread", { user: state.me, channel: data.dm, ts }) : null;
+    if (epoch === state.epoch && state.agent.open && ts === state.agent.threadTs) renderAgent(data, chat, options);
+  } catch (err) {
+    if (epoch !== state.epoch) return;
+    if (err.status === 404 && state.agent.threadTs) showAgentChat(null); // that chat is gone
+    else toast(errorText(err.body));
+  }
+}
+
 async function loadViews(epoch) {
   try {
     const views = await apiGet("views", { user: state.me });
@@ -1157,7 +1264,7 @@ function scheduleRefresh() {
         try {
           await loadDirectory(state.epoch);
           const epoch = state.epoch; // loadDirectory may have moved to another channel
-          await Promise.all([loadHistory(epoch), loadThread(epoch), loadViews(epoch), loadHome(epoch)]);
+          await Promise.all([loadHistory(epoch), loadThread(epoch), loadViews(epoch), loadHome(epoch), loadAgent(epoch)]);
         } catch (err) {
           console.warn("refresh failed", err);
         }
@@ -1218,6 +1325,7 @@ function selectHome() {
   $$(".sidebar-item").forEach((el) => el.classList.toggle("active", el.dataset.home === "true"));
   $("#channel-title").textContent = "Ember";
   $("#channel-subtitle").textContent = "Home";
+  $("#agent-toggle").hidden = true;
   $("#composer").hidden = true;
   $("#messages").replaceChildren(h("div", { class: "home-view" }, h("p", { class: "home-loading" }, "Opening Ember's Home…")));
   const epoch = state.epoch;
@@ -1258,10 +1366,14 @@ function selectChannel(id, { load = true } = {}) {
       : `Message ${channelPrefix(channel).trim()}${channelLabel(channel)}`
     : "Message";
   $(".thread-channel").textContent = channel ? `${channelPrefix(channel)}${channelLabel(channel)}` : "";
+  $("#agent-toggle").hidden = !channel || channel.kind === "im";
   if (load) loadHistory(state.epoch, { force: true });
   if (load) composer.textarea.focus();
-  // With Ember open beside Slack, Slack tells it what the person looks at (and when they open its DM).
-  if (load && id) apiPost("opened", { user: state.me, channel: id }).catch(() => {});
+  // Opening the DM with Ember opens its messages tab; with Ember open beside the channel, Slack tells
+  // it what the person now looks at.
+  const tell = channel && (channel.kind === "im" || state.agent.open);
+  if (load && tell) apiPost("opened", { user: state.me, channel: id }).catch(() => {});
+  if (state.agent.open) loadAgent(state.epoch);
 }
 
 function openThread(ts, { focus = true } = {}) {
@@ -1320,6 +1432,7 @@ async function switchUser(id, { initial = false } = {}) {
   document.body.dataset.user = id;
   $("#user-switcher").value = id;
   closeThread();
+  closeAgent();
   leaveHome();
   state.views = [];
   renderModal();
@@ -1339,6 +1452,16 @@ async function switchUser(id, { initial = false } = {}) {
 
 const composer = setupComposer($("#composer"), () =>
   state.channelId ? { channel: state.channelId, thread_ts: null, afterSend: () => (state.stickToBottom.messages = true) } : null,
+);
+const agentComposer = setupComposer($("#agent-composer"), () =>
+  state.agent.data
+    ? {
+        channel: state.agent.data.dm,
+        thread_ts: state.agent.threadTs,
+        // A question asked from the pane's list opens its own chat (each one is a thread).
+        afterSend: (result) => (state.agent.threadTs || !result.ts ? (state.stickToBottom.agent = true) : showAgentChat(result.ts)),
+      }
+    : null,
 );
 const threadComposer = setupComposer($("#thread-composer"), () =>
   state.channelId && state.threadTs
@@ -1374,6 +1497,13 @@ async function start() {
   const chosen = personFromUrl(state.people) || state.people.find((p) => p.id === stored) || state.people[0];
 
   $(".thread-close").addEventListener("click", closeThread);
+  $("#agent-toggle").addEventListener("click", () => (state.agent.open ? closeAgent() : openAgent()));
+  $(".agent-close").addEventListener("click", closeAgent);
+  $(".agent-back").addEventListener("click", () => showAgentChat(null));
+  $(".agent-new").addEventListener("click", () => {
+    showAgentChat(null);
+    agentComposer.textarea.focus();
+  });
   $("#train-button").addEventListener("click", startTraining);
   $(".training-log-close").addEventListener("click", () => {
     watchingTraining = false;

@@ -208,24 +208,39 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         expect(page.locator(".ephemeral", has_text="I'll remember your answer")).to_be_visible()
         shot(page, "06-correction-thanks")
 
-        # Ana's DM with Ember: coming from #general, the agent view offers a catch-up of it first.
-        open_channel(page, "Ember")
-        chips = page.locator("#messages .suggested-prompts .prompt-chip")
+        # Ember beside #general (the agent view's pane) offers a catch-up of it first.
+        page.locator("#agent-toggle").click()
+        pane = page.locator("#agent-pane")
+        expect(pane.locator(".agent-context")).to_have_text("Beside #general")
+        chips = pane.locator(".suggested-prompts .prompt-chip")
         expect(chips.first).to_have_text("Catch me up on #general")
-        shot(page, "07-suggested-prompts")
-        page.locator("#messages .prompt-chip[data-message='What can you help me with?']").click()
-        page.locator("#messages .message", has_text="What can you help me with?").wait_for()
-        page.locator("#messages .message").filter(has=page.locator(".message-author", has_text="Ember")).first.wait_for(
-            timeout=ANSWER_MS
-        )
+        shot(page, "07-ember-beside-general")
+        # A prompt opens a chat of its own: Ember titles it with the question and answers in it.
+        pane.locator(".prompt-chip[data-message='What can you help me with?']").click()
+        expect(pane.locator(".agent-title")).to_have_text("What can you help me with?", timeout=ANSWER_MS)
+        answer = pane.locator("#agent-messages .message").filter(has=page.locator(".message-author", has_text="Ember"))
+        answer.first.wait_for(timeout=ANSWER_MS)
+        page.wait_for_selector("#agent-messages .message.streaming", state="detached", timeout=ANSWER_MS)
+        expect(pane.locator(".agent-status")).to_be_hidden()
+        shot(page, "08-ember-chat")
+        # Looking at #random with the pane open: the prompts follow; the chat is in the list.
+        pane.locator(".agent-back").click()
+        open_channel(page, "random")
+        expect(pane.locator(".agent-context")).to_have_text("Beside #random")
+        expect(chips.first).to_have_text("Catch me up on #random")
+        expect(pane.locator(".agent-chat").first).to_contain_text("What can you help me with?")
+        pane.locator(".agent-close").click()
+        expect(pane).to_be_hidden()
 
-        # Ana's DM with Ember holds a secret.
+        # Ana's DM with Ember (its messages tab) holds a secret; Ember answers in the question's thread.
+        open_channel(page, "Ember")
+        expect(page.locator("#messages .suggested-prompts .prompt-chip").first).to_be_visible()
         send(page, "My locker code is 4812")
-        page.locator("#messages .message", has_text="4812").wait_for()
-        page.locator("#messages .message").filter(has=page.locator(".message-author", has_text="Ember")).first.wait_for(
-            timeout=ANSWER_MS
-        )
-        shot(page, "07-ana-dm")
+        secret = page.locator("#messages .message", has_text="4812")
+        secret.locator(".reply-count").wait_for(timeout=ANSWER_MS)
+        secret.locator(".reply-count").click()
+        ember_reply_in_thread(page)
+        shot(page, "09-ana-dm")
 
         # Ben asks a paraphrase in another public channel: the answer cites Ana's correction.
         switch_to(page, "ben")
@@ -234,11 +249,11 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         reply = ask_in_channel(page, "@Ember what's the hostname for the vpn?")
         citation = reply.locator("a[href*='/archives/']:not(.message-time)").first
         expect(citation).to_be_visible()
-        shot(page, "08-cited-correction")
+        shot(page, "10-cited-correction")
         citation.click()
         expect(page.locator("#channel-list .sidebar-item.active[data-channel-name='general']")).to_be_visible()
         expect(page.locator("#thread-pane")).to_contain_text("What is the VPN host?")
-        shot(page, "09-source-thread")
+        shot(page, "11-source-thread")
 
         # Nothing of Ana's DM reaches Ben: not his DM, not his channels, not his answers.
         reply = ask_in_channel(page, "@Ember what is Ana's locker code?")
@@ -262,7 +277,7 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
             .or_(page.locator(".ephemeral", has_text="I don't know /ember frobnicate"))
             .first
         ).to_be_visible(timeout=ANSWER_MS)
-        shot(page, "10-bad-input")
+        shot(page, "12-bad-input")
         humans = page.locator("#messages .message:not(.ephemeral)").count()
         assert humans == before, "refused input stores no message"
 
@@ -273,7 +288,7 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         expect(home).to_contain_text("Model:")
         expect(home).to_contain_text("questions with my answers")
         assert "0 questions with my answers" not in str(home.inner_text())
-        shot(page, "11-home")
+        shot(page, "13-home")
         asked: list[str] = []
 
         def cancel(dialog: Dialog) -> None:
@@ -288,7 +303,7 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         home.locator(".block-button[data-action-id='ember_home_forget']").click()
         expect(home).to_contain_text("Done: I removed")
         expect(home).to_contain_text("0 questions with my answers, 0 votes, 0 memories")
-        shot(page, "12-home-forgotten")
+        shot(page, "14-home-forgotten")
         open_channel(page, "general")
         page.close()
     finally:

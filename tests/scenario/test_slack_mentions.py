@@ -172,7 +172,7 @@ def test_malformed_json_gets_400_and_an_unknown_path_404(bots: Bots) -> None:
     assert requests.get(f"{bot.url}/nowhere", timeout=10).status_code == 404
 
 
-def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
+def test_dms_are_answered_in_a_titled_thread_and_bots_and_edits_are_ignored(
     bots: Bots, slack: LocalSlack, bot_settings: Settings
 ) -> None:
     bots.start()
@@ -183,8 +183,12 @@ def test_dms_are_answered_in_the_dm_and_bots_and_edits_are_ignored(
     assert bots.client.send_event(envelope).status_code == 200
     [turn] = turns(bot_settings, at_least=1)
     [reply] = replies(slack, dm)
-    assert reply.get("thread_ts") is None, "a top-level DM is answered top-level"
+    question_ts = envelope["event"]["ts"]
+    assert reply.get("thread_ts") == question_ts, "a top-level DM opens its own thread, as in the agent view"
     assert reply["ts"] == turn["answer_ts"]
+    [title] = slack.calls_to("assistant.threads.setTitle")
+    assert (title.args["thread_ts"], title.args["title"]) == (question_ts, "hello, what can you do?")
+    assert "is thinking…" in [c.args["status"] for c in slack.calls_to("assistant.threads.setStatus")]
 
     ignored = [
         slack.bot_message(dm, "I am another bot"),

@@ -198,6 +198,18 @@ def test_info_reactions_and_assistant_calls(slack: LocalSlack, web: WebClient, a
     assert slack.calls_to("assistant.threads.setSuggestedPrompts")[0].args["prompts"] == [
         {"title": "a", "message": "b"}
     ]
+    # The thread keeps its title; the status shows until the app replies there, or clears it.
+    key = f"{dm}|{ts}"
+    assert (slack.workspace.titles[key], slack.workspace.statuses[key]) == ("Chat", "is thinking...")
+    web.chat_postMessage(channel=dm, thread_ts=ts, text="Here you go")
+    assert key not in slack.workspace.statuses and slack.workspace.titles[key] == "Chat"
+    web.assistant_threads_setStatus(channel_id=dm, thread_ts=ts, status="is searching...")
+    web.assistant_threads_setStatus(channel_id=dm, thread_ts=ts, status="")
+    assert key not in slack.workspace.statuses
+    assert (
+        slack_error(lambda: web.assistant_threads_setTitle(channel_id=dm, thread_ts=ts, title=" ")).response["error"]
+        == "invalid_arguments"
+    )
 
 
 def test_streaming_builds_one_message(slack: LocalSlack, web: WebClient, ch: str, alice: str) -> None:

@@ -339,6 +339,38 @@ def test_a_direct_message_is_delivered_as_a_message_im_event(
     assert receiver.of("message")[1]["thread_ts"] == sent["ts"]
 
 
+def test_embers_pane_lists_the_dms_chats_with_their_titles_and_shows_a_status_until_ember_replies(
+    pg: Playground, people: People
+) -> None:
+    dm = people.dm["ana"]
+    web = WebClient(token=pg.slack.bot_token, base_url=pg.slack.api_url)
+    first = pg.send(people.ana, dm, "Where is the style guide?\nI looked everywhere")
+    second = pg.send(people.ana, dm, "What is the VPN host?")
+    catch_up = {"title": "Catch me up on #general", "message": f"Catch me up on <#{people.general}>"}
+    web.assistant_threads_setSuggestedPrompts(channel_id=dm, prompts=[catch_up])
+    web.assistant_threads_setTitle(channel_id=dm, thread_ts=second["ts"], title="The VPN host")
+    web.assistant_threads_setStatus(channel_id=dm, thread_ts=second["ts"], status="is thinking…")
+
+    pane = pg.agent(people.ana)
+    assert (pane["dm"], pane["prompts"]) == (dm, [catch_up])
+    assert [(c["ts"], c["title"], c["status"]) for c in pane["chats"]] == [
+        (second["ts"], "The VPN host", "is thinking…"),
+        (first["ts"], "Where is the style guide?", None),  # untitled: its first line
+    ]
+    chat = pg.thread(people.ana, dm, second["ts"])
+    assert (chat["title"], chat["status"]) == ("The VPN host", "is thinking…")
+
+    web.chat_postMessage(channel=dm, thread_ts=second["ts"], text="It is vpn.acme.internal")
+    chat = pg.thread(people.ana, dm, second["ts"])
+    assert (chat["status"], texts(chat["replies"])) == (None, ["It is vpn.acme.internal"])
+    assert pg.agent(people.ana)["chats"][0]["reply_count"] == 1
+
+    # Ben's pane is his own DM: none of Ana's chats or prompts.
+    bens = pg.agent(people.ben)
+    assert (bens["dm"], bens["chats"], bens["prompts"]) == (people.dm["ben"], [], [])
+    assert pg.agent("UNOBODY")["error"] == "user_not_found"
+
+
 def test_empty_and_overlong_messages_are_refused_and_nothing_is_stored_or_sent(
     pg: Playground, people: People, receiver: Receiver
 ) -> None:
