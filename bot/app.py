@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from urllib.error import URLError
 
 from slack_bolt import App, BoltContext
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -32,19 +33,31 @@ def build_bolt_app(settings: Settings, services: Services, *, executor: Executor
     token = settings.slack_bot_token.get_secret_value()
     client = web_client(settings, token)
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    bolt_log = logging.getLogger("ember.bolt")
+    if not any(isinstance(f, _SameTokenNotice) for f in bolt_log.filters):
+        bolt_log.addFilter(_SameTokenNotice())
     app = App(
         client=client,
         signing_secret=secret,
         # Socket Mode has no signature to check; over HTTP, bot.server checks it before Bolt sees the request.
         request_verification_enabled=False,
         listener_executor=executor,
-        logger=logging.getLogger("ember.bolt"),
+        logger=bolt_log,
     )
     app.use(_inject(services))
     # Before the ack: an answerable event is claimed, with what is needed to answer it after a crash.
     app.use(claim_middleware)
     register(app)
     return app
+
+
+class _SameTokenNotice(logging.Filter):
+    """Drops Bolt's "As you gave `client` as well, `token` will be unused": Bolt reads SLACK_BOT_TOKEN
+    from the environment on its own, and warns at every start, though it is the very token the client
+    was built with."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 def web_client(settings: Settings, token: str | None = None) -> WebClient:

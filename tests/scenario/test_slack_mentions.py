@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from bot.runtime import Ember
@@ -206,3 +208,14 @@ def test_dms_are_answered_in_a_titled_thread_and_bots_and_edits_are_ignored(
 def test_ember_answers_its_data_dir_from_the_settings(bot_settings: Settings, bots: Bots) -> None:
     bot: Ember = bots.start()
     assert Path(bot.db.url.removeprefix("sqlite:///")) == (bot_settings.data_dir / "ember.db").resolve()
+
+
+def test_starting_with_the_token_in_the_environment_logs_no_warning_about_it(
+    bots: Bots, bot_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bolt reads SLACK_BOT_TOKEN itself; it is the token Ember's client already has, not a problem.
+    assert bot_settings.slack_bot_token is not None
+    monkeypatch.setenv("SLACK_BOT_TOKEN", bot_settings.slack_bot_token.get_secret_value())
+    with caplog.at_level(logging.WARNING):
+        bots.start()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING], "a clean start"
