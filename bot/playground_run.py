@@ -28,6 +28,7 @@ from bot.runtime import Ember
 from bot.scheduler import train_argv
 from bot.settings import Settings
 from db.repo import latest_training_run
+from handlers.slack.wiring import SHORTCUT_NAMES
 from playground.app import Playground
 from playground.web import PlaygroundWeb
 
@@ -170,6 +171,7 @@ class PlaygroundEmber:
             signing_secret=self.signing_secret,
             status=self.status,
             train=self.train,
+            shortcuts=SHORTCUT_NAMES.items(),
         )
         self.ember: Ember | None = None
         self.training: TrainingJob | None = None

@@ -55,6 +55,8 @@ _MENTION = re.compile(r"(?<![\w<@.])@([A-Za-z0-9][\w-]*(?:\.[\w-]+)*)")
 _BROADCASTS = {"here": "<!here>", "channel": "<!channel>", "everyone": "<!everyone>"}
 _TOKEN = re.compile(r"<@([A-Z0-9]+)>|<!(here|channel|everyone)>")
 _COMMAND = re.compile(r"(/\S*)\s*(.*)", re.DOTALL)
+_LINK = re.compile(r"<(?:https?|mailto):[^>|]*\|([^>]*)>")  # <url|label>
+_TOKEN_SPAN = re.compile(r"<[^>]*>")
 _REACTION = re.compile(r"[a-z0-9_+'-]+(::skin-tone-[2-6])?")
 
 
@@ -74,12 +76,15 @@ class Playground:
         status: Callable[[], dict[str, Any]] | None = None,
         train: Callable[[], dict[str, Any]] | None = None,
         bot_events: Iterable[str] = ("app_mention", "message.im", "reaction_added", "reaction_removed"),
+        shortcuts: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.data_dir = data_dir
         self.signing_secret = signing_secret
         self.events_url = events_url  # Ember's /slack/events; may be set any time before the first action
         self.bot_events = frozenset(bot_events)
         self.commands = COMMANDS
+        # The app's message shortcuts, (callback_id, name), as a message's menu lists them.
+        self.shortcuts = tuple(shortcuts)
         self._status = status
         self._train = train
         self.slack = LocalSlack()
@@ -164,6 +169,7 @@ class Playground:
                 "people": self.people(),
                 "bot": {"id": bot.id, "name": bot.real_name},
                 "channels": [self._channel_entry(c) for c in channels],
+                "shortcuts": [{"callback_id": c, "name": n} for c, n in self.shortcuts],
             }
 
     def history(self, user: str, channel: str) -> Result:
@@ -229,10 +235,8 @@ class Playground:
             if dm is None:
                 return _error("channel_not_found", "There is no DM with Ember for you.")
             chats = []
-            for message in reversed(ws.top_level(dm.id)):
+            for message in reversed(ws.top_level(dm.id)):  # each one starts a conversation
                 key = f"{dm.id}|{message['ts']}"
-                if message.get("user") != person.id and key not in ws.titles:
-                    continue
                 chats.append(
                     {
                         "ts": message["ts"],
@@ -323,6 +327,8 @@ class Playground:
     def shortcut(self, user: str, channel: str, message_ts: str, callback_id: str) -> Result:
         """Run the app's message shortcut `callback_id` (e.g. "Summarize this thread") on a message."""
         ws = self.ws
+        if callback_id not in dict(self.shortcuts):
+            return _error("shortcut_not_found", "The app has no such shortcut.")
         with ws.lock:
             found = self._conversation(user, channel)
             if isinstance(found, dict):
@@ -699,9 +705,14 @@ class Playground:
 
 
 def _first_line(text: str) -> str:
-    """A conversation's name until the app titles it: its first line, cut to fit."""
-    line = text.strip().split("\n", 1)[0]
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+    """A conversation's name until the app titles it: its first line, a link shown by its label, cut
+    to fit between Slack's <...> tokens (never inside one)."""
+    line = _LINK.sub(lambda m: m.group(1), text.strip().split("\n", 1)[0])
+    if len(line) <= TITLE_CHARS:
+        return line
+    cut = TITLE_CHARS - 1
+    token = next((m for m in _TOKEN_SPAN.finditer(line) if m.start() < cut < m.end()), None)
+    return line[: token.start() if token else cut].rstrip() + "…"
 
 
 def _person(user: User) -> dict[str, Any]:

@@ -10,7 +10,7 @@ path here:
     GET  /playground/api/views?user=                GET /playground/api/status
     GET  /playground/api/home?user=                 GET /playground/api/agent?user=   (Ember's pane)
     POST /playground/api/send | click | submit | close_view | react | train    (JSON object bodies)
-    POST /playground/api/opened | prompt | open_home | home_click              (Ember's pane, its Home)
+    POST /playground/api/opened | prompt | open_home | home_click | shortcut   (Ember's pane, Home, menus)
     GET  /playground/events             Server-Sent Events: `change` with the workspace revision
 
 Every API answer is JSON. Bad input is a 4xx naming the problem: 400 for a body that is not a JSON
@@ -69,6 +69,7 @@ class PlaygroundAPI(Protocol):
     def opened(self, user: str, channel: str, /) -> Json: ...
     def prompt(self, user: str, channel: str, message: str, /) -> Json: ...
     def home_click(self, user: str, action: dict[str, Any], /) -> Json: ...
+    def shortcut(self, user: str, channel: str, message_ts: str, callback_id: str, /) -> Json: ...
     def status(self) -> Json: ...
     def train(self) -> Json: ...
     def send(self, user: str, channel: str, text: str, thread_ts: str | None = None, /) -> Json: ...
@@ -133,6 +134,10 @@ WRITES: dict[str, Endpoint] = {
         lambda p, a: p.prompt(a["user"], a["channel"], a["message"]),
     ),
     "home_click": ((("user", str), ("action", dict)), lambda p, a: p.home_click(a["user"], a["action"])),
+    "shortcut": (
+        (("user", str), ("channel", str), ("message_ts", str), ("callback_id", str)),
+        lambda p, a: p.shortcut(a["user"], a["channel"], a["message_ts"], a["callback_id"]),
+    ),
 }
 
 

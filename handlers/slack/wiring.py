@@ -51,6 +51,8 @@ SHORTCUTS = (
     (SUMMARIZE_SHORTCUT, on_summarize_shortcut),
     (ASK_ABOUT_SHORTCUT, on_ask_about_shortcut),
 )
+# What a message's menu calls them (the manifest's names).
+SHORTCUT_NAMES = {SUMMARIZE_SHORTCUT: "Summarize this thread", ASK_ABOUT_SHORTCUT: "Ask Ember about this"}
 # Buttons by action_id: /ember forget's confirmation, votes on digests, the Home tab's.
 ACTIONS = (
     (FORGET_CONFIRM, on_forget_confirm),

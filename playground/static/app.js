@@ -29,6 +29,8 @@
 //   #training-log (.training-lines, .training-result)
 //   #toast                           transient errors from clicks, reactions and the like
 //   #messages .suggested-prompts .prompt-chip[data-message]    the agent view's prompts, in the DM with Ember
+//   .message-actions .more-actions opens .shortcut-menu: .shortcut-option[data-callback-id] runs the app's
+//     message shortcut ("Summarize this thread", "Ask Ember about this") on that message
 //   #agent-toggle opens #agent-pane, Ember beside the open channel (the agent view's split pane):
 //     .agent-title (the open chat's title, or "Ember"), .agent-context ("Beside #general"), .agent-back,
 //     .agent-new, .agent-close, #agent-messages holding .suggested-prompts .prompt-chip[data-message] and
@@ -648,6 +650,31 @@ function messageActions(message, ctx, opts) {
   if (!opts.inThread && topLevel) {
     bar.append(h("button", { type: "button", class: "reply-in-thread", title: "Reply in thread", onclick: () => openThread(message.ts) }, "💬"));
   }
+  const shortcuts = (state.directory && state.directory.shortcuts) || [];
+  if (shortcuts.length) {
+    const menu = h(
+      "div",
+      { class: "shortcut-menu", hidden: true },
+      shortcuts.map((s) =>
+        h(
+          "button",
+          {
+            type: "button",
+            class: "shortcut-option",
+            dataset: { callbackId: s.callback_id },
+            onclick: () => {
+              menu.hidden = true; // the menu closes as Slack's does
+              runShortcut(ctx, message, s.callback_id);
+            },
+          },
+          s.name,
+        ),
+      ),
+    );
+    const more = h("button", { type: "button", class: "more-actions", title: "More actions", "aria-label": "More actions" }, "⋯");
+    more.addEventListener("click", () => (menu.hidden = !menu.hidden));
+    bar.append(more, menu);
+  }
   return bar;
 }
 
@@ -869,6 +896,28 @@ async function click(ctx, action, button) {
     return false;
   } finally {
     if (button) button.disabled = false;
+    scheduleRefresh();
+  }
+}
+
+/** A message shortcut: Ember answers where Slack would show it (a summary in the thread, just for you;
+ * a chat about the message in Ember's pane), so the page opens that place. */
+async function runShortcut(ctx, message, callbackId) {
+  try {
+    const result = await apiPost("shortcut", { user: state.me, channel: ctx.channel, message_ts: ctx.ts, callback_id: callbackId });
+    if (result && result.ok === false) {
+      toast(errorText(result));
+      return;
+    }
+    if (callbackId === "ember_ask_about") {
+      if (state.agent.open) showAgentChat(null);
+      else openAgent();
+    } else if (ctx.channel === state.channelId) {
+      openThread(message.thread_ts || message.ts, { focus: false });
+    }
+  } catch (err) {
+    toast(errorText(err.body));
+  } finally {
     scheduleRefresh();
   }
 }

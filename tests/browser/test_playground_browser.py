@@ -208,9 +208,25 @@ def test_a_new_user_tries_ember_in_the_browser(browser: Browser, settings_env: d
         expect(page.locator(".ephemeral", has_text="I'll remember your answer")).to_be_visible()
         shot(page, "06-correction-thanks")
 
+        # A message's menu holds Ember's shortcuts: a summary of the thread just for Ana, then a chat
+        # about the message in Ember's pane.
+        question = page.locator("#messages .message", has_text="What is the VPN host?").first
+        notes = page.locator("#thread-messages .ephemeral")
+        before = notes.count()
+        question.hover()
+        question.locator(".more-actions").click()
+        question.locator(".shortcut-option[data-callback-id='ember_summarize_thread']").click()
+        expect(notes).to_have_count(before + 1, timeout=ANSWER_MS)
+        question.hover()
+        question.locator(".more-actions").click()
+        question.locator(".shortcut-option[data-callback-id='ember_ask_about']").click()
+        pane = page.locator("#agent-pane")
+        expect(pane.locator(".agent-chat").first).to_contain_text("You asked me about this message", timeout=ANSWER_MS)
+        shot(page, "06-ask-about-this")
+        pane.locator(".agent-close").click()
+
         # Ember beside #general (the agent view's pane) offers a catch-up of it first.
         page.locator("#agent-toggle").click()
-        pane = page.locator("#agent-pane")
         expect(pane.locator(".agent-context")).to_have_text("Beside #general")
         chips = pane.locator(".suggested-prompts .prompt-chip")
         expect(chips.first).to_have_text("Catch me up on #general")

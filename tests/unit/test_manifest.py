@@ -16,7 +16,7 @@ from slack_bolt import App, BoltRequest, BoltResponse
 from handlers.slack.assistant import ASK_ABOUT_SHORTCUT
 from handlers.slack.digest_commands import SUMMARIZE_SHORTCUT
 from handlers.slack.envelopes import EVENTS
-from handlers.slack.wiring import register
+from handlers.slack.wiring import SHORTCUT_NAMES, register
 
 MANIFEST = Path(__file__).resolve().parents[2] / "slack-app-manifest.yaml"
 # The manifest's name for an event Ember handles, and the bot scope Slack requires to receive it.
@@ -82,6 +82,7 @@ def test_the_home_tab_the_assistant_pane_the_command_and_the_shortcut_are_declar
     assert [c["command"] for c in features["slash_commands"]] == ["/ember"]
     shortcuts = {s["callback_id"]: s["type"] for s in features["shortcuts"]}
     assert shortcuts == {SUMMARIZE_SHORTCUT: "message", ASK_ABOUT_SHORTCUT: "message"}
+    assert {s["callback_id"]: s["name"] for s in features["shortcuts"]} == SHORTCUT_NAMES, "the playground's menu"
     for callback_id in shortcuts:
         body = {"type": "message_action", "callback_id": callback_id, "user": {"id": "U1"}, "team": {"id": "T1"}}
         assert listens_to(app, body), f"no listener for the {callback_id} shortcut"

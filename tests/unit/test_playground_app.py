@@ -371,6 +371,31 @@ def test_embers_pane_lists_the_dms_chats_with_their_titles_and_shows_a_status_un
     assert pg.agent("UNOBODY")["error"] == "user_not_found"
 
 
+def test_a_chat_ember_starts_is_listed_by_its_first_line_with_links_by_their_labels(
+    pg: Playground, people: People
+) -> None:
+    dm = people.dm["ana"]
+    web = WebClient(token=pg.slack.bot_token, base_url=pg.slack.api_url)
+    link = f"<http://127.0.0.1:3000/archives/{people.general}/p1700000000000100|this message>"
+    quote = f"You asked me about {link} from <@{people.ben}> in <#{people.general}>:\n> hi"
+    web.chat_postMessage(channel=dm, text=quote)
+    [chat] = pg.agent(people.ana)["chats"]
+    assert chat["title"] == f"You asked me about this message from <@{people.ben}> in…", "the link by its label"
+    web.chat_postMessage(channel=dm, text="Your digest of " + "very " * 10 + f"busy <#{people.general}> today")
+    title = pg.agent(people.ana)["chats"][0]["title"]
+    assert title.endswith("…") and "<#" not in title, "cut before a channel link, never inside it"
+
+
+def test_the_apps_message_shortcuts_are_listed_and_no_other_runs(tmp_path: Path) -> None:
+    with Playground(None, signing_secret=SECRET, shortcuts=[("ember_summarize_thread", "Summarize")]) as pg:
+        ana = next(p["id"] for p in pg.people() if p["name"] == "ana")
+        assert pg.directory(ana)["shortcuts"] == [{"callback_id": "ember_summarize_thread", "name": "Summarize"}]
+        general = next(c["id"] for c in pg.directory(ana)["channels"] if c["label"] == "#general")
+        sent = pg.send(ana, general, "a long thread")
+        assert pg.shortcut(ana, general, sent["ts"], "ember_no_such_thing")["error"] == "shortcut_not_found"
+        assert pg.shortcut(ana, general, "1.000001", "ember_summarize_thread")["error"] == "message_not_found"
+
+
 def test_empty_and_overlong_messages_are_refused_and_nothing_is_stored_or_sent(
     pg: Playground, people: People, receiver: Receiver
 ) -> None:
