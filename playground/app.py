@@ -32,7 +32,7 @@ from .methods.misc import remove_reaction
 from .methods.views import PUSH_LIMIT, check_view, find_view, show
 from .server import LocalSlack
 from .store import Autosave, WorkspaceStore
-from .workspace import Channel, Message, User
+from .workspace import Channel, Message, User, thread_key
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class Playground:
                 and e.get("thread_ts")
                 and ws.thread_root(found.id, e["thread_ts"]) == root
             ]
-            key = f"{found.id}|{root}"
+            key = thread_key(found.id, root)
             return {
                 "ok": True,
                 "channel": self._channel_entry(found),
@@ -231,12 +231,12 @@ class Playground:
             person = self._person(user)
             if isinstance(person, dict):
                 return person
-            dm = next((c for c in ws.channels.values() if c.kind == "im" and c.user == person.id), None)
+            dm = ws.dm_of(person.id)
             if dm is None:
                 return _error("channel_not_found", "There is no DM with Ember for you.")
             chats = []
-            for message in reversed(ws.top_level(dm.id)):  # each one starts a conversation
-                key = f"{dm.id}|{message['ts']}"
+            for message in reversed(ws.top_level(dm.id)[-AGENT_CHATS:]):  # each one starts a conversation
+                key = thread_key(dm.id, message["ts"])
                 chats.append(
                     {
                         "ts": message["ts"],
@@ -249,7 +249,7 @@ class Playground:
                 "ok": True,
                 "dm": dm.id,
                 "prompts": copy.deepcopy(ws.prompts.get(dm.id, [])),
-                "chats": chats[:AGENT_CHATS],
+                "chats": chats,
             }
 
     def views(self, user: str) -> list[dict[str, Any]]:

@@ -324,8 +324,7 @@ class LocalSlack:
         ws = self.workspace
         ws.require_user(user)
         with ws.lock:
-            dm = next((c for c in ws.channels.values() if c.kind == "im" and c.user == user), None)
-            return dm or ws.add_channel(user, kind="im", user=user)
+            return ws.dm_of(user) or ws.add_channel(user, kind="im", user=user)
 
     def home(self, user: str) -> dict[str, Any] | None:
         """`user`'s Home tab as Ember last published it (views.publish), or None."""

@@ -211,6 +211,11 @@ def _remove(messages: list[Message], message: Message) -> None:
     del messages[index]
 
 
+def thread_key(channel: str, thread_ts: str) -> str:
+    """How a thread's assistant state (prompts, title, status) is filed: "DM|thread_ts" of its root."""
+    return f"{channel}|{thread_ts}"
+
+
 @dataclass
 class Workspace:
     team_id: str
@@ -238,7 +243,7 @@ class Workspace:
     # Suggested prompts the app set (assistant.threads.setSuggestedPrompts): by DM, or "DM|thread_ts".
     prompts: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # An assistant thread's title (setTitle) and status (setStatus, cleared when the app replies there),
-    # by "DM|thread_ts".
+    # by thread_key(DM, thread_ts).
     titles: dict[str, str] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
     triggers: dict[str, str] = field(default_factory=dict)  # unused trigger_id -> the user it was minted for
@@ -343,6 +348,11 @@ class Workspace:
             name = ref.removeprefix("#")
             return next((c for c in self.channels.values() if c.name == name), None)
 
+    def dm_of(self, user: str) -> Channel | None:
+        """The app's IM with `user`, if one is open."""
+        with self.lock:
+            return next((c for c in self.channels.values() if c.kind == "im" and c.user == user), None)
+
     def require_channel(self, ref: str) -> Channel:
         """Like `channel` but for test helpers, where a bad id is a test bug."""
         channel = self.channel(ref)
@@ -401,7 +411,7 @@ class Workspace:
             if thread_ts:
                 message["thread_ts"] = self.thread_root(channel, thread_ts)
                 if fields.get("bot_id") == self.bot_id:  # Slack clears the status when the app replies
-                    self.statuses.pop(f"{channel}|{message['thread_ts']}", None)
+                    self.statuses.pop(thread_key(channel, message["thread_ts"]), None)
             history.add(message)
             self._link_reply(channel, message)
             if ts in history.replies:  # a parent stored after its replies (seeded out of order)

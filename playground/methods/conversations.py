@@ -53,7 +53,7 @@ def open_conversation(ctx: CallContext) -> Response:
     if user not in ctx.workspace.users:
         raise SlackError("user_not_found")
     ws = ctx.workspace
-    existing = next((c for c in ws.channels.values() if c.kind == "im" and c.user == user), None)
+    existing = ws.dm_of(user)
     channel = existing or ws.add_channel(user, kind="im", user=user)
     return {"ok": True, "channel": {"id": channel.id}, "already_open": existing is not None}
 

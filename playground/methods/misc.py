@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workspace import Message
+from ..workspace import Message, thread_key
 from .base import CallContext, Handler, Response, SlackError
 
 
@@ -69,7 +69,7 @@ def assistant_status(ctx: CallContext) -> Response:
     status = ctx.args.get("status")  # required, but "" is a value here: it clears the status
     if not isinstance(status, str):
         raise SlackError("invalid_arguments", arg="status")
-    key = f"{channel.id}|{ctx.workspace.thread_root(channel.id, str(thread_ts))}"
+    key = thread_key(channel.id, ctx.workspace.thread_root(channel.id, str(thread_ts)))
     if status.strip():
         ctx.workspace.statuses[key] = status
     else:
@@ -82,7 +82,7 @@ def assistant_title(ctx: CallContext) -> Response:
     title = ctx.require("title")
     if not isinstance(title, str) or not title.strip():
         raise SlackError("invalid_arguments", arg="title")
-    ctx.workspace.titles[f"{channel.id}|{ctx.workspace.thread_root(channel.id, str(thread_ts))}"] = title
+    ctx.workspace.titles[thread_key(channel.id, ctx.workspace.thread_root(channel.id, str(thread_ts)))] = title
     return {"ok": True}
 
 
@@ -99,7 +99,7 @@ def assistant_prompts(ctx: CallContext) -> Response:
         if not isinstance(prompt, dict) or not all(isinstance(prompt.get(k), str) for k in ("title", "message")):
             raise SlackError("invalid_arguments", arg="prompts")
     channel, thread_ts = ctx.channel("channel_id"), ctx.arg("thread_ts")
-    key = f"{channel.id}|{thread_ts}" if thread_ts else channel.id
+    key = thread_key(channel.id, thread_ts) if thread_ts else channel.id
     ctx.workspace.prompts[key] = [{"title": p["title"], "message": p["message"]} for p in prompts]
     return {"ok": True}
 

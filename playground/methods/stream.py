@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..workspace import Channel, Message
+from ..workspace import Channel, Message, thread_key
 from .base import CallContext, Handler, Response, SlackError, public
 
 
@@ -35,7 +35,7 @@ def stop_stream(ctx: CallContext) -> Response:
     _, after = ctx.workspace.edit(channel.id, message["ts"], extra)
     ctx.workspace.streaming.discard((channel.id, message["ts"]))
     if message.get("thread_ts"):  # a status set while the answer streamed ends with it
-        ctx.workspace.statuses.pop(f"{channel.id}|{message['thread_ts']}", None)
+        ctx.workspace.statuses.pop(thread_key(channel.id, message["thread_ts"]), None)
     return {"ok": True, "channel": channel.id, "ts": message["ts"], "message": public(after)}
 
 
