@@ -178,7 +178,7 @@ def _said(slack: LocalSlack, dm: str, thread: str, text: str) -> bool:
 
 
 def test_ask_ember_about_this_starts_a_thread_in_the_dm_that_quotes_the_message(bots: Bots, slack: LocalSlack) -> None:
-    bots.start()
+    bot = bots.start()
     alice, bob = slack.add_user("alice"), slack.add_user("bob")
     general = slack.add_channel("general", members=[alice, bob])
     said = slack.user_message(general, bob, "The deploy freeze starts Friday at 5pm.")["event"]
@@ -193,6 +193,13 @@ def test_ask_ember_about_this_starts_a_thread_in_the_dm_that_quotes_the_message(
     assert "> The deploy freeze starts Friday at 5pm." in text and f"<@{bob}>" in text and f"<#{general}>" in text
     assert "/archives/" in text, "it links the message"
 
+    # Ember records the thread just after Slack takes the quote (it needs the quote's ts); a question
+    # in those few milliseconds would go untitled (noted as a known gap), so this one waits for it.
+    def recorded() -> bool:
+        with bot.db.session() as session:
+            return find_thread(session, channel_id=dm, thread_ts=root) is not None
+
+    wait_for(recorded, timeout=30, what="the thread recorded")
     question = slack.user_message(dm, alice, "When does it start?", thread_ts=root)
     bots.client.send_event(question)
     wait_for(lambda: _answers(slack, dm, root) == 1, timeout=120, what="the answer in that thread")
