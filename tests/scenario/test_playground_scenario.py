@@ -79,6 +79,12 @@ def test_a_message_in_the_page_reaches_the_handlers_signed_and_is_answered_throu
     # The answer went out through the Web API with the bot's token, as it would to Slack.
     answering = [c for c in playground.slack.calls if c.method in ("chat.startStream", "chat.postMessage")]
     assert answering and {c.token for c in answering} == {playground.slack.bot_token}
+
+    def stored() -> list[tuple[str]]:  # the turn is written just after the stream stops
+        with sqlite3.connect(local.ember.settings.data_dir / "ember.db") as connection:
+            return connection.execute("SELECT question FROM turns").fetchall()
+
+    wait_for(stored, what="the turn stored")
     with sqlite3.connect(local.ember.settings.data_dir / "ember.db") as connection:
         [(question,)] = connection.execute("SELECT question FROM turns").fetchall()
     assert question == "what is the build host?"
